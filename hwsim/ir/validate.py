@@ -1,0 +1,75 @@
+"""Validation of an integer program: every inconsistency is a ``ProgramError`` naming the op or tensor at fault."""
+from __future__ import annotations
+
+import numpy as np
+
+from hwsim.ir.schema import Program
+
+
+class ProgramError(ValueError):
+    """A program that is malformed, inconsistent or unreadable."""
+
+
+def _check_constants(program: Program) -> None:
+    for name, spec in program.tensors.items():
+        if not (1 <= spec.bits <= 64):
+            raise ProgramError(f"tensor {name!r}: bits {spec.bits} outside 1..64")
+        if spec.constant:
+            if name not in program.constants:
+                raise ProgramError(f"constant tensor {name!r} is declared but missing from the file")
+            arr = program.constants[name]
+            if tuple(arr.shape) != spec.shape:
+                raise ProgramError(f"constant {name!r}: stored shape {tuple(arr.shape)} differs from declared {spec.shape}")
+            if not np.issubdtype(arr.dtype, np.integer):
+                raise ProgramError(f"constant {name!r}: dtype {arr.dtype} is not an integer type")
+            if arr.size and (int(arr.min()) < spec.qmin or int(arr.max()) > spec.qmax):
+                raise ProgramError(f"constant {name!r}: values [{arr.min()}, {arr.max()}] exceed {spec.bits}-bit "
+                                   f"{'signed' if spec.signed else 'unsigned'} range")
+    extra = set(program.constants) - {n for n, s in program.tensors.items() if s.constant}
+    if extra:
+        raise ProgramError(f"constants without a declared tensor: {sorted(extra)[:5]}")
+
+
+def validate(program: Program) -> None:
+    """Check structure, order, constants and every op's shapes against the declared tensors."""
+    from hwsim.ops import OPS  # registers the op kinds
+
+    _check_constants(program)
+    defined = {n for n, s in program.tensors.items() if s.constant}
+    for name in program.inputs:
+        if name not in program.tensors:
+            raise ProgramError(f"program input {name!r} is not a declared tensor")
+        defined.add(name)
+    names = set()
+    for index, op in enumerate(program.ops):
+        where = f"op {index} {op.name!r} ({op.kind})"
+        if op.name in names:
+            raise ProgramError(f"{where}: duplicate op name")
+        names.add(op.name)
+        if op.kind not in OPS:
+            raise ProgramError(f"{where}: unknown op kind; known: {sorted(OPS)}")
+        for t in op.inputs:
+            if t not in program.tensors:
+                raise ProgramError(f"{where}: input {t!r} is not a declared tensor (missing tensor)")
+            if t not in defined:
+                raise ProgramError(f"{where}: input {t!r} is used before any op computes it")
+        for role, const in op.params.items():
+            if const not in program.tensors or not program.tensors[const].constant:
+                raise ProgramError(f"{where}: parameter {role!r} names {const!r}, which is not a stored constant")
+        try:
+            shapes = OPS[op.kind].check(op, program, [program.tensors[t].shape for t in op.inputs])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ProgramError(f"{where}: {err}") from err
+        if len(shapes) != len(op.outputs):
+            raise ProgramError(f"{where}: computes {len(shapes)} outputs, declares {len(op.outputs)}")
+        for t, shape in zip(op.outputs, shapes):
+            if t not in program.tensors:
+                raise ProgramError(f"{where}: output {t!r} is not a declared tensor (missing tensor)")
+            if t in defined:
+                raise ProgramError(f"{where}: output {t!r} is computed twice")
+            if program.tensors[t].shape != tuple(shape):
+                raise ProgramError(f"{where}: output {t!r} has shape {tuple(shape)}, declared {program.tensors[t].shape}")
+            defined.add(t)
+    for name in program.outputs:
+        if name not in defined:
+            raise ProgramError(f"program output {name!r} is never computed")

@@ -1,0 +1,81 @@
+"""Shift and dyadic requantization (DESIGN.md numeric conventions; dyadic form as in I-ViT, Li & Gu, ICCV 2023).
+
+Shift by s > 0:  y = clamp((x + (1 << (s-1))) >> s, qmin, qmax)  -- round half up, arithmetic shift; s <= 0 is x << -s.
+Dyadic (m, s):   y = clamp((x * m + (1 << (s-1))) >> s, qmin, qmax) with a 64-bit intermediate, s >= 1.
+Per-channel parameters run along the last axis of a 2-D view ``[rows, channels]``; a scalar is a length-1 vector.
+Every kernel returns the number of outputs that saturated, so no clamp is silent.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, inline="always")
+def rshift_round(x: int, s: int) -> int:
+    """Round-half-up arithmetic right shift by s (left shift when s <= 0)."""
+    if s > 0:
+        return (x + (np.int64(1) << (s - 1))) >> s
+    return x << (-s)
+
+
+@njit(cache=True)
+def requant_shift(x: np.ndarray, shift: np.ndarray, qmin: int, qmax: int, out: np.ndarray) -> int:
+    """out[r, c] = clamp(rshift_round(x[r, c], shift[c or 0])); returns the saturation count."""
+    rows, cols = x.shape
+    per_channel = shift.shape[0] > 1
+    saturated = 0
+    for r in range(rows):
+        for c in range(cols):
+            s = shift[c] if per_channel else shift[0]
+            v = rshift_round(np.int64(x[r, c]), s)
+            if v > qmax:
+                v = qmax
+                saturated += 1
+            elif v < qmin:
+                v = qmin
+                saturated += 1
+            out[r, c] = v
+    return saturated
+
+
+@njit(cache=True)
+def requant_dyadic(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, qmin: int, qmax: int,
+                   out: np.ndarray) -> int:
+    """out[r, c] = clamp((x * m + 2^(s-1)) >> s) per channel (s >= 1, |m| < 2^31); returns the saturation count."""
+    rows, cols = x.shape
+    per_channel = shift.shape[0] > 1
+    saturated = 0
+    for r in range(rows):
+        for c in range(cols):
+            m = multiplier[c] if per_channel else multiplier[0]
+            s = shift[c] if per_channel else shift[0]
+            v = (np.int64(x[r, c]) * m + (np.int64(1) << (s - 1))) >> s
+            if v > qmax:
+                v = qmax
+                saturated += 1
+            elif v < qmin:
+                v = qmin
+                saturated += 1
+            out[r, c] = v
+    return saturated
+
+
+@njit(cache=True)
+def add_aligned(a: np.ndarray, b: np.ndarray, shift_a: int, shift_b: int, qmin: int, qmax: int,
+                out: np.ndarray) -> int:
+    """Residual add with alignment: out = clamp(rshift_round(a, shift_a) + rshift_round(b, shift_b)); saturation count."""
+    saturated = 0
+    fa = a.ravel()
+    fb = b.ravel()
+    fo = out.ravel()
+    for i in range(fa.shape[0]):
+        v = rshift_round(np.int64(fa[i]), shift_a) + rshift_round(np.int64(fb[i]), shift_b)
+        if v > qmax:
+            v = qmax
+            saturated += 1
+        elif v < qmin:
+            v = qmin
+            saturated += 1
+        fo[i] = v
+    return saturated

@@ -1,0 +1,62 @@
+"""Integer softmax: I-ViT Shiftmax exponent (Li & Gu, ICCV 2023) with a uniform or a log2 output.
+
+Row-wise over the last axis of ``x`` (integer logits with f fractional bits):
+    E_j = exp_shift(x_j - max(x), f, F=15)            (hwsim.kernels.shiftexp), S = sum_j E_j
+  uniform, b bits (I-ViT):   out_j = (E_j * floor((2^31 - 1) / S)) >> (31 - b)      -> unsigned, value out_j * 2^-b
+  log2, b bits (FQ-ViT LIS, Lin et al., IJCAI 2022; P^2-ViT's softmax output):
+        v = floor(S / E_j);  l = floor(log2 v);  code = l + [l >= 1 and v - 2^l >= 2^(l-1)]  (round in the log domain)
+        code = min(code, 2^b - 1); E_j = 0 -> code 2^b - 1.  Value 2^-code, except code 2^b - 1 which means 0.
+The log2 codes let attn @ V run as shifts: sum_j V_j << (2^b - 2 - code_j), scale 2^(e_V - (2^b - 2)).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from hwsim.kernels.shiftexp import EXP_FRAC_BITS, exp_shift
+
+SOFTMAX_NORM_BITS = 31
+
+
+@njit(cache=True, inline="always")
+def floor_log2(v: int) -> int:
+    """floor(log2 v) for v >= 1."""
+    n = -1
+    while v > 0:
+        v >>= 1
+        n += 1
+    return n
+
+
+@njit(cache=True)
+def softmax_int(x: np.ndarray, frac_bits: int, out_bits: int, log2_out: bool, out: np.ndarray) -> None:
+    """Integer softmax over the last axis of a 2-D int array into ``out`` (see module docstring)."""
+    rows, n = x.shape
+    exps = np.empty(n, dtype=np.int64)
+    zero_code = (1 << out_bits) - 1
+    for r in range(rows):
+        m = x[r, 0]
+        for j in range(1, n):
+            if x[r, j] > m:
+                m = x[r, j]
+        total = np.int64(0)
+        for j in range(n):
+            e = exp_shift(np.int64(x[r, j]) - m, frac_bits, EXP_FRAC_BITS)
+            exps[j] = e
+            total += e
+        if log2_out:
+            for j in range(n):
+                e = exps[j]
+                if e == 0:
+                    out[r, j] = zero_code
+                    continue
+                v = total // e
+                lg = floor_log2(v)
+                code = lg
+                if lg >= 1 and v - (np.int64(1) << lg) >= (np.int64(1) << (lg - 1)):
+                    code += 1
+                out[r, j] = min(code, zero_code)
+        else:
+            factor = ((np.int64(1) << SOFTMAX_NORM_BITS) - 1) // total
+            for j in range(n):
+                out[r, j] = (exps[j] * factor) >> (SOFTMAX_NORM_BITS - out_bits)

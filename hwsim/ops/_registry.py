@@ -1,0 +1,65 @@
+"""Registry of integer op kinds: each kind has a shape/attribute checker and a numpy/numba implementation.
+
+New ops (Swin window ops, BN-folded convs, ...) register here without touching the executor. ``check`` receives the
+per-sample input shapes and returns the per-sample output shapes, raising ``ValueError`` for inconsistent attributes or
+constants; ``run`` receives batched integer arrays and returns the outputs plus the number of saturated values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from hwsim.ir.schema import Op, Program
+
+CheckFn = Callable[[Op, Program, list[tuple[int, ...]]], list[tuple[int, ...]]]
+RunFn = Callable[[Op, Program, list[np.ndarray]], tuple[list[np.ndarray], int]]
+
+
+@dataclass(frozen=True)
+class OpKind:
+    name: str
+    check: CheckFn
+    run: RunFn
+
+
+OPS: dict[str, OpKind] = {}
+
+
+def register_op(name: str, check: CheckFn) -> Callable[[RunFn], RunFn]:
+    """Decorator registering ``run`` (and its ``check``) as op kind ``name``."""
+
+    def wrap(run: RunFn) -> RunFn:
+        if name in OPS:
+            raise ValueError(f"op kind {name!r} registered twice")
+        OPS[name] = OpKind(name, check, run)
+        return run
+
+    return wrap
+
+
+def need(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+def param_shape(op: Op, program: Program, role: str, required: bool = True) -> tuple[int, ...] | None:
+    name = op.params.get(role)
+    if name is None:
+        need(not required, f"missing parameter {role!r}")
+        return None
+    need(name in program.tensors and program.tensors[name].constant, f"parameter {role!r} names {name!r}, which is not a constant")
+    return program.tensors[name].shape
+
+
+def out_range(op: Op, program: Program, index: int = 0) -> tuple[int, int]:
+    spec = program.tensors[op.outputs[index]]
+    return spec.qmin, spec.qmax
+
+
+def channel_vector(values: np.ndarray | None, n: int) -> np.ndarray:
+    """A per-channel int64 parameter as a contiguous vector (length 1 = broadcast)."""
+    if values is None:
+        return np.zeros(1, dtype=np.int64)
+    return np.ascontiguousarray(values, dtype=np.int64).reshape(-1)

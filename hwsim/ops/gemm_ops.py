@@ -1,0 +1,103 @@
+"""Linear, Conv2d (via im2col) and head-wise MatMul ops, all on hwsim.kernels.gemm (int32 accumulation).
+
+Linear may carry ``input_shift`` (per input channel left shifts): FQ-ViT's power-of-two factors (PTF) for
+post-LayerNorm activations, applied to the operand before the multiply as P^2-ViT's shifters do.
+MatMul with ``a_log2_bits = b`` takes log2 softmax codes as its left operand (hwsim.kernels.softmax): a code c is the
+integer 2^(2^b - 2 - c) (0 for the zero code), i.e. attn @ V is a sum of shifted V rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hwsim.ir.schema import Op, Program
+from hwsim.kernels.gemm import gemm
+from hwsim.ops._registry import need, param_shape, register_op
+
+
+def _acc_bits(op: Op) -> int:
+    return int(op.attrs.get("acc_bits", 32))
+
+
+def check_linear(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    (x,) = shapes
+    w = param_shape(op, program, "weight")
+    need(len(w) == 2 and x[-1] == w[1], f"weight {w} does not fit input {x} (want [N, {x[-1]}])")
+    b = param_shape(op, program, "bias", required=False)
+    need(b is None or b == (w[0],), f"bias shape {b}, want ({w[0]},)")
+    s = param_shape(op, program, "input_shift", required=False)
+    need(s is None or s == (w[1],), f"input_shift shape {s}, want ({w[1]},)")
+    return [x[:-1] + (w[0],)]
+
+
+@register_op("Linear", check_linear)
+def run_linear(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    (x,) = inputs
+    w = program.param(op, "weight")
+    shift = program.param(op, "input_shift")
+    a = x.reshape(1, -1, x.shape[-1]).astype(np.int16)
+    if shift is not None:
+        a = a << shift.astype(np.int16)
+    out, sat = gemm(a, w[None], program.param(op, "bias"), _acc_bits(op))
+    return [out.reshape(x.shape[:-1] + (w.shape[0],))], sat
+
+
+def check_conv(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    (x,) = shapes
+    w = param_shape(op, program, "weight")
+    stride, pad = int(op.attrs.get("stride", 1)), int(op.attrs.get("padding", 0))
+    need(len(x) == 3 and len(w) == 4 and x[0] == w[1], f"conv weight {w} does not fit input {x} (want [O, {x[0]}, kh, kw])")
+    b = param_shape(op, program, "bias", required=False)
+    need(b is None or b == (w[0],), f"bias shape {b}, want ({w[0]},)")
+    h = (x[1] + 2 * pad - w[2]) // stride + 1
+    wd = (x[2] + 2 * pad - w[3]) // stride + 1
+    need(h > 0 and wd > 0, f"conv output would be empty for input {x}")
+    return [(w[0], h, wd)]
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad: int) -> np.ndarray:
+    """[B, C, H, W] -> [B, H'*W', C*kh*kw] patches (row-major over output positions, C-major within a patch)."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    b, c, h, w = x.shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    view = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    return view[:, :, :ho, :wo].transpose(0, 2, 3, 1, 4, 5).reshape(b, ho * wo, c * kh * kw)
+
+
+@register_op("Conv2d", check_conv)
+def run_conv(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    (x,) = inputs
+    w = program.param(op, "weight")
+    stride, pad = int(op.attrs.get("stride", 1)), int(op.attrs.get("padding", 0))
+    cols = im2col(x, w.shape[2], w.shape[3], stride, pad)
+    bsz, positions, k = cols.shape
+    out, sat = gemm(cols.reshape(1, bsz * positions, k), w.reshape(1, w.shape[0], k), program.param(op, "bias"), _acc_bits(op))
+    ho = (x.shape[2] + 2 * pad - w.shape[2]) // stride + 1
+    return [out.reshape(bsz, ho, positions // ho, w.shape[0]).transpose(0, 3, 1, 2).copy()], sat
+
+
+def check_matmul(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    a, b = shapes
+    need(len(a) == len(b) >= 2 and a[:-2] == b[:-2], f"batch dims of {a} and {b} differ")
+    if op.attrs.get("transpose_b", False):
+        need(a[-1] == b[-1], f"a {a} @ b^T {b}: inner sizes differ")
+        return [a[:-1] + (b[-2],)]
+    need(a[-1] == b[-2], f"a {a} @ b {b}: inner sizes differ")
+    return [a[:-1] + (b[-1],)]
+
+
+def decode_log2(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Log2 softmax codes -> the integers 2^(2^b - 2 - code) (0 for the zero code 2^b - 1)."""
+    top = (1 << bits) - 2
+    return np.where(codes > top, 0, np.left_shift(1, np.clip(top - codes, 0, top))).astype(np.int16)
+
+
+@register_op("MatMul", check_matmul)
+def run_matmul(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    a, b = inputs
+    log_bits = int(op.attrs.get("a_log2_bits", 0))
+    if log_bits:
+        a = decode_log2(a, log_bits)
+    bt = b if op.attrs.get("transpose_b", False) else np.swapaxes(b, -1, -2)
+    lead = a.shape[:-2]
+    out, sat = gemm(a.reshape((-1,) + a.shape[-2:]), bt.reshape((-1,) + bt.shape[-2:]), None, _acc_bits(op))
+    return [out.reshape(lead + out.shape[-2:])], sat

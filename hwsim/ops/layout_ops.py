@@ -1,0 +1,64 @@
+"""Data-movement ops: Reshape, Permute, Slice, Concat (per-sample axes; the batch axis is implicit)."""
+from __future__ import annotations
+
+import numpy as np
+
+from hwsim.ir.schema import Op, Program
+from hwsim.ops._registry import need, register_op
+
+
+def check_reshape(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    shape = tuple(int(s) for s in op.attrs["shape"])
+    need(int(np.prod(shape)) == int(np.prod(shapes[0])), f"cannot reshape {shapes[0]} to {shape}")
+    return [shape]
+
+
+@register_op("Reshape", check_reshape)
+def run_reshape(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    x = inputs[0]
+    return [x.reshape((x.shape[0],) + tuple(op.attrs["shape"]))], 0
+
+
+def check_permute(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    perm = [int(p) for p in op.attrs["perm"]]
+    need(sorted(perm) == list(range(len(shapes[0]))), f"perm {perm} does not fit shape {shapes[0]}")
+    return [tuple(shapes[0][p] for p in perm)]
+
+
+@register_op("Permute", check_permute)
+def run_permute(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    perm = [0] + [int(p) + 1 for p in op.attrs["perm"]]
+    return [np.ascontiguousarray(inputs[0].transpose(perm))], 0
+
+
+def check_slice(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    axis, start, stop = int(op.attrs["axis"]), int(op.attrs["start"]), int(op.attrs["stop"])
+    x = list(shapes[0])
+    need(0 <= axis < len(x) and 0 <= start < stop <= x[axis], f"slice {start}:{stop} on axis {axis} of {tuple(x)}")
+    x[axis] = stop - start
+    return [tuple(x)]
+
+
+@register_op("Slice", check_slice)
+def run_slice(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    axis = int(op.attrs["axis"]) + 1
+    index = [slice(None)] * inputs[0].ndim
+    index[axis] = slice(int(op.attrs["start"]), int(op.attrs["stop"]))
+    return [np.ascontiguousarray(inputs[0][tuple(index)])], 0
+
+
+def check_concat(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    axis = int(op.attrs["axis"])
+    first = list(shapes[0])
+    for s in shapes[1:]:
+        need(len(s) == len(first) and all(a == b for i, (a, b) in enumerate(zip(s, first)) if i != axis),
+             f"concat shapes {shapes} differ off axis {axis}")
+    first[axis] = sum(s[axis] for s in shapes)
+    return [tuple(first)]
+
+
+@register_op("Concat", check_concat)
+def run_concat(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    batch = max(x.shape[0] for x in inputs)
+    parts = [np.broadcast_to(x, (batch,) + x.shape[1:]) for x in inputs]
+    return [np.concatenate(parts, axis=int(op.attrs["axis"]) + 1)], 0

@@ -1,0 +1,66 @@
+"""Softmax, LayerNorm and GELU ops over the last axis, on the integer kernels of hwsim.kernels."""
+from __future__ import annotations
+
+import numpy as np
+
+from hwsim.ir.schema import Op, Program
+from hwsim.kernels.gelu import gelu_int
+from hwsim.kernels.layernorm import layernorm_int
+from hwsim.kernels.softmax import softmax_int
+from hwsim.ops._registry import need, out_range, param_shape, register_op
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+
+
+def check_softmax(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    out = program.tensors[op.outputs[0]]
+    need(not out.signed, "softmax output must be unsigned")
+    need(int(op.attrs.get("frac_bits", -1)) >= 0, "softmax needs frac_bits >= 0 (the logits' fractional bits)")
+    if op.attrs.get("log2", False):
+        need(2 <= out.bits <= 4, f"log2 softmax output takes 2..4 bits, got {out.bits}")
+    else:
+        need(1 <= out.bits <= 16, f"uniform softmax output takes 1..16 bits, got {out.bits}")
+    return [shapes[0]]
+
+
+@register_op("Softmax", check_softmax)
+def run_softmax(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    (x,) = inputs
+    out = np.empty(x.shape, dtype=np.int32)
+    softmax_int(_rows(x), int(op.attrs["frac_bits"]), program.tensors[op.outputs[0]].bits,
+                bool(op.attrs.get("log2", False)), out.reshape(-1, x.shape[-1]))
+    return [out], 0
+
+
+def check_layernorm(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    (x,) = shapes
+    for role in ("gamma", "beta", "shift"):
+        s = param_shape(op, program, role)
+        need(s == (x[-1],), f"{role} shape {s}, want ({x[-1]},)")
+    return [x]
+
+
+@register_op("LayerNorm", check_layernorm)
+def run_layernorm(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    (x,) = inputs
+    out = np.empty(x.shape, dtype=np.int32)
+    lo, hi = out_range(op, program)
+    p = {r: np.ascontiguousarray(program.param(op, r), dtype=np.int64) for r in ("gamma", "beta", "shift")}
+    sat = layernorm_int(_rows(x), p["gamma"], p["beta"], p["shift"], lo, hi, out.reshape(-1, x.shape[-1]))
+    return [out], int(sat)
+
+
+def check_gelu(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    need(int(op.attrs.get("frac_bits", -1)) >= 0, "GELU needs frac_bits >= 0")
+    need(1 <= int(op.attrs.get("sig_bits", 8)) <= 15, "GELU sig_bits must be 1..15")
+    return [shapes[0]]
+
+
+@register_op("GELU", check_gelu)
+def run_gelu(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    (x,) = inputs
+    out = np.empty(x.shape, dtype=np.int32)
+    gelu_int(np.ascontiguousarray(x), int(op.attrs["frac_bits"]), int(op.attrs.get("sig_bits", 8)), out)
+    return [out], 0

@@ -1,0 +1,59 @@
+"""Requant (shift or dyadic, per tensor or per channel along ``axis``) and the aligned residual Add.
+
+Rounding and saturation as DESIGN.md pins them (hwsim.kernels.requant). The output tensor's bits and signedness set
+the saturation bounds.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hwsim.ir.schema import Op, Program
+from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift
+from hwsim.ops._registry import channel_vector, need, out_range, param_shape, register_op
+
+
+def check_requant(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    (x,) = shapes
+    mode = op.attrs.get("mode", "shift")
+    need(mode in ("shift", "dyadic"), f"requant mode {mode!r}, want 'shift' or 'dyadic'")
+    axis = int(op.attrs.get("axis", -1))
+    need(-len(x) <= axis < len(x), f"axis {axis} out of range for shape {x}")
+    s = param_shape(op, program, "shift")
+    need(s in ((1,), (x[axis],)), f"shift shape {s}, want (1,) or ({x[axis]},) along axis {axis}")
+    if mode == "dyadic":
+        m = param_shape(op, program, "multiplier")
+        need(m == s, f"multiplier shape {m} differs from shift shape {s}")
+        need(int(program.constants[op.params["shift"]].min()) >= 1, "dyadic shifts must be >= 1")
+    return [x]
+
+
+@register_op("Requant", check_requant)
+def run_requant(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    (x,) = inputs
+    axis = int(op.attrs.get("axis", -1)) % (x.ndim - 1) + 1  # per-sample axis -> batched axis
+    moved = np.moveaxis(x, axis, -1)
+    flat = np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
+    out = np.empty(flat.shape, dtype=np.int32)
+    lo, hi = out_range(op, program)
+    shift = channel_vector(program.param(op, "shift"), flat.shape[1])
+    if op.attrs.get("mode", "shift") == "dyadic":
+        sat = requant_dyadic(flat, channel_vector(program.param(op, "multiplier"), flat.shape[1]), shift, lo, hi, out)
+    else:
+        sat = requant_shift(flat, shift, lo, hi, out)
+    return [np.moveaxis(out.reshape(moved.shape), -1, axis)], int(sat)
+
+
+def check_add(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    a, b = shapes
+    need(a == b, f"Add operands differ in shape: {a} vs {b}")
+    return [a]
+
+
+@register_op("Add", check_add)
+def run_add(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    a, b = np.broadcast_arrays(*inputs)
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    out = np.empty(a.shape, dtype=np.int32)
+    lo, hi = out_range(op, program)
+    sat = add_aligned(a, b, int(op.attrs.get("shift_a", 0)), int(op.attrs.get("shift_b", 0)), lo, hi, out)
+    return [out], int(sat)

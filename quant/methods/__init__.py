@@ -1,0 +1,18 @@
+"""PTQ methods, one file per paper; ``get_method(name)`` returns one by its CLI name."""
+from __future__ import annotations
+
+from quant.methods.base import Method
+from quant.methods.minmax import MinMax
+from quant.methods.p2vit import P2ViT
+from quant.parts import QuantError
+
+METHODS: dict[str, type[Method]] = {"minmax": MinMax, "p2vit": P2ViT}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise QuantError(f"unknown method {name!r}; known: {sorted(METHODS)}")
+    return METHODS[name]()
+
+
+__all__ = ["METHODS", "Method", "get_method"]

@@ -1,0 +1,91 @@
+"""P^2-ViT: power-of-two post-training quantization of ViTs (Shi et al., "P^2-ViT: Power-of-Two Post-Training
+Quantization and Acceleration for Fully Quantized Vision Transformer", IEEE TVLSI 2024; built on FQ-ViT).
+
+- Adaptive power-of-two rounding: every scale is 2^alpha with alpha in {floor(log2 s) - 1, ..., floor(log2 s) + 2}
+  around the min-max scale s. Weights (per output channel) choose alpha by the layer's output MSE ||X W^T - X Q(W)^T||^2
+  on calibration inputs; activations by the MSE of their own quantization (our choice where the paper is silent).
+- PoT-aware smoothing before calibration: s_j = 2^round(log2(max|X_j|^a / max|W_j|^(1-a))) for the LayerNorm output
+  channels j feeding qkv (a = 0.35) and fc1 (a = 0.5); X_j / s_j is folded into the LayerNorm affine and W_j * s_j into
+  the linear weight, so the float model is unchanged and only quantization sees the smoother channels.
+- Post-LayerNorm activations use FQ-ViT's power-of-two factors (PTF): a layer-wise scale 2^e and per-channel factors
+  2^k, k in 0..3, chosen per channel by MSE; the next linear shifts its input by k.
+- Softmax output: 4-bit log2 codes (FQ-ViT's log-int-softmax), so attn @ V is shifts.
+Every requantization is therefore a shift (quant.scales.Requant picks "shift" when both scales are powers of two).
+"""
+from __future__ import annotations
+
+import torch
+
+from quant.calibrate import collect
+from quant.methods.base import Method, batches
+from quant.observers import Observer
+from quant.parts import absmax_scale, fake_quant, pot_floor_exp
+from quant.scales import Scale
+
+SMOOTH_ALPHA_QKV = 0.35
+SMOOTH_ALPHA_FC1 = 0.5
+PTF_LEVELS = 4  # k in 0..3
+ROUNDING_WINDOW = (-1, 0, 1, 2)
+
+
+def _candidates(scale: torch.Tensor) -> torch.Tensor:
+    """Exponent candidates [len(window), *scale.shape] around floor(log2 scale)."""
+    base = pot_floor_exp(scale)
+    return torch.stack([base + d for d in ROUNDING_WINDOW])
+
+
+def _best_pot(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    """Per-column (last axis of 2-D x; ``scale`` per column or one for all) PoT scale minimising quantization MSE."""
+    cands = _candidates(scale).reshape(len(ROUNDING_WINDOW), -1).expand(-1, x.shape[1])
+    errors = torch.stack([((fake_quant(x, torch.exp2(c.double()), bits, signed) - x) ** 2).mean(0) for c in cands])
+    best = cands.gather(0, errors.argmin(0)[None])[0]
+    return torch.exp2(best.double()).reshape(scale.shape if scale.dim() else ())
+
+
+class P2ViT(Method):
+    name = "p2vit"
+    softmax_log2_bits = 4
+
+    def prepare(self, model: torch.nn.Module, calib: list[torch.Tensor]) -> None:
+        obs = collect(model, batches(torch.cat(calib)))
+        with torch.no_grad():
+            for i, block in enumerate(model.blocks):
+                for norm, linear, a in ((block.norm1, block.attn.qkv, SMOOTH_ALPHA_QKV),
+                                        (block.norm2, block.mlp.fc1, SMOOTH_ALPHA_FC1)):
+                    x_max = obs[f"blocks.{i}.{'attn.qkv' if linear is block.attn.qkv else 'mlp.fc1'}.in"].absmax_c
+                    w_max = linear.weight.double().abs().amax(0)
+                    ratio = x_max.clamp(min=1e-8) ** a / w_max.clamp(min=1e-8) ** (1 - a)
+                    s = torch.exp2(torch.round(torch.log2(ratio)))
+                    norm.weight.div_(s.float())
+                    norm.bias.div_(s.float())
+                    linear.weight.mul_(s.float()[None, :])
+
+    def weight_scale(self, weight: torch.Tensor, inputs: torch.Tensor | None, bits: int) -> torch.Tensor:
+        w = weight.double().reshape(len(weight), -1)
+        base = absmax_scale(w.abs().amax(1), bits, True)
+        if inputs is None:
+            return _best_pot(w.t(), base, bits, True)
+        x = inputs.double()
+        errors = []
+        cands = _candidates(base)
+        for c in cands:
+            wq = fake_quant(w, torch.exp2(c.double())[:, None], bits, True)
+            errors.append(((x @ (w - wq).t()) ** 2).mean(0))
+        pick = torch.stack(errors).argmin(0)
+        return torch.exp2(cands.gather(0, pick[None]).squeeze(0).double())
+
+    def act_scale(self, obs: Observer, bits: int, signed: bool = True) -> Scale:
+        x = obs.sample().flatten()
+        return Scale(_best_pot(x[:, None], absmax_scale(obs.absmax, bits, signed), bits, signed).reshape(()))
+
+    def head_scales(self, obs: Observer, bits: int) -> torch.Tensor:
+        return _best_pot(obs.sample(), absmax_scale(obs.absmax_c, bits, True), bits, True)
+
+    def norm_out_scale(self, obs: Observer, bits: int) -> Scale:
+        """PTF: layer-wise 2^e (adaptive), then per channel 2^(e - 3 + k), k in 0..3, by per-channel MSE."""
+        top = self.act_scale(obs, bits).value
+        x = obs.sample()
+        cands = [top * 2.0 ** -(PTF_LEVELS - 1 - k) for k in range(PTF_LEVELS)]
+        errors = torch.stack([((fake_quant(x, s, bits, True) - x) ** 2).mean(0) for s in cands])
+        k = errors.argmin(0)
+        return Scale(top * torch.exp2((k - (PTF_LEVELS - 1)).double()), axis=-1)
