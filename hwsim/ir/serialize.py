@@ -37,6 +37,12 @@ def _digest(text: str, constants: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def program_digest(program: Program) -> str:
+    """SHA-256 over the program's JSON and constants as stored: equal digests mean byte-identical files."""
+    constants = {k: np.ascontiguousarray(v, dtype=_storage_dtype(program.tensors[k])) for k, v in program.constants.items()}
+    return _digest(program_json(program), constants)
+
+
 def program_json(program: Program) -> str:
     body = {"format": FORMAT, "version": VERSION, "name": program.name, "inputs": program.inputs,
             "outputs": program.outputs, "tensors": {k: v.to_json() for k, v in sorted(program.tensors.items())},
@@ -50,12 +56,14 @@ def save(program: Program, path: str | os.PathLike) -> None:
     path = Path(path)
     constants = {k: np.ascontiguousarray(v, dtype=_storage_dtype(program.tensors[k])) for k, v in sorted(program.constants.items())}
     text = program_json(program)
-    meta = {"vitsim_program": text, "checksum": _digest(text, constants)}
+    # One metadata key: safetensors keeps its metadata in a hash map, so several keys would not keep a fixed order.
+    meta = {"vitsim_program": '{"checksum":"%s","program":%s}' % (_digest(text, constants), text)}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
         save_file(constants, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -75,19 +83,21 @@ def load(path: str | os.PathLike) -> Program:
             meta = f.metadata() or {}
     except Exception as err:  # safetensors raises several types for a damaged header or short file
         raise ProgramError(f"{path}: not a readable program file (truncated or corrupted?): {err}") from err
-    text = meta.get("vitsim_program")
-    if text is None:
+    header = meta.get("vitsim_program")
+    if header is None:
         raise ProgramError(f"{path}: safetensors file without a vitsim program header")
     try:
-        body = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ProgramError(f"{path}: program header is not valid JSON: {err}") from err
+        wrapped = json.loads(header)
+        body, checksum = wrapped["program"], wrapped["checksum"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ProgramError(f"{path}: program header is damaged: {err}") from err
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     if body.get("format") != FORMAT:
         raise ProgramError(f"{path}: format {body.get('format')!r}, expected {FORMAT!r}")
     version = body.get("version")
     if not isinstance(version, int) or version > VERSION:
         raise ProgramError(f"{path}: program version {version} is newer than this vitsim reads ({VERSION}); upgrade vitsim")
-    if meta.get("checksum") != _digest(text, constants):
+    if checksum != _digest(text, constants):
         raise ProgramError(f"{path}: checksum mismatch: the file is corrupted")
     program = Program(name=body["name"], inputs=list(body["inputs"]), outputs=list(body["outputs"]),
                       tensors={k: TensorSpec.from_json(v) for k, v in body["tensors"].items()},

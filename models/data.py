@@ -1,0 +1,53 @@
+"""Evaluation and calibration data by name: ``fmnist`` (Debian's Fashion-MNIST), a class-folder path, or ``random``
+(seeded N(0, 1) images for architecture, speed and bit-exactness work where no dataset exists; labels are -1)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import fmnist
+from models.imagefolder import load_folder
+
+
+def input_shape(model: torch.nn.Module) -> tuple[int, int, int]:
+    pe = model.patch_embed
+    size = pe.img_size if isinstance(pe.img_size, (tuple, list)) else (pe.img_size, pe.img_size)
+    return (pe.proj.in_channels, int(size[0]), int(size[1]))
+
+
+def random_images(model: torch.nn.Module, n: int, seed: int = 0) -> np.ndarray:
+    gen = np.random.default_rng(seed)
+    return gen.standard_normal((n, *input_shape(model))).astype(np.float32)
+
+
+def eval_data(spec: str, model: torch.nn.Module, limit: int | None = None, root: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Test images (float32, model-ready) and labels. ``root`` overrides the Fashion-MNIST folder."""
+    if spec == "fmnist":
+        images, labels = fmnist.load_split("test", root)
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        return fmnist.normalize(images), labels
+    if spec == "random":
+        n = 64 if limit is None else limit
+        return random_images(model, n, seed=1), np.full(n, -1, dtype=np.int64)
+    folder = Path(spec)
+    return load_folder(folder / "val" if (folder / "val").is_dir() else folder, model, limit)
+
+
+def calibration_data(spec: str, model: torch.nn.Module, n: int, seed: int = 0, root: str | None = None) -> torch.Tensor:
+    """``n`` training images, a seeded random subset (never test images)."""
+    if n <= 0:
+        raise ValueError(f"calibration needs at least one image, got {n}")
+    if spec == "fmnist":
+        images, _ = fmnist.load_split("train", root)
+        pick = np.sort(np.random.default_rng(seed).choice(len(images), size=min(n, len(images)), replace=False))
+        return torch.from_numpy(fmnist.normalize(images[pick]))
+    if spec == "random":
+        return torch.from_numpy(random_images(model, n, seed=seed))
+    folder = Path(spec)
+    train = folder / "train" if (folder / "train").is_dir() else folder
+    images, _ = load_folder(train, model)
+    pick = np.sort(np.random.default_rng(seed).choice(len(images), size=min(n, len(images)), replace=False))
+    return torch.from_numpy(images[pick])

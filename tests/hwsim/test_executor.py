@@ -1,0 +1,82 @@
+"""The executor against the reference executor on every intermediate tensor, and against fake-quant on real models."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hwsim.executor import quantize_input, run
+from hwsim.reference.executor import run_reference
+from tests.conftest import int_input
+from tests.hwsim.test_ir import tiny_program
+
+
+def test_tiny_program_by_hand():
+    p = tiny_program()
+    x = np.arange(12, dtype=np.int32).reshape(1, 3, 4) - 6
+    res = run(p, x, trace=True)
+    acc = x[0].astype(np.int64) @ p.constants["w"].T + p.constants["b"]
+    expected = np.clip(np.floor((acc + (1 << (p.constants["s"] - 1))) / (1 << p.constants["s"])), -128, 127)
+    assert np.array_equal(res.outputs["y"][0], expected)
+    assert np.array_equal(res.trace["acc"][0], acc)
+
+
+def test_executor_rejects_float_and_out_of_range_input():
+    p = tiny_program()
+    with pytest.raises(TypeError, match="integers"):
+        run(p, np.zeros((1, 3, 4), np.float32))
+    with pytest.raises(ValueError, match="range"):
+        run(p, np.full((1, 3, 4), 500, np.int32))
+    with pytest.raises(ValueError, match="does not fit"):
+        run(p, np.zeros((1, 4, 3), np.int32))
+
+
+@pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
+def test_every_intermediate_tensor_matches_reference_on_64_test_images(bits, p2vit_programs, fmnist_test):
+    program = p2vit_programs[bits]
+    x = quantize_input(program, fmnist_test[0][:64])
+    traced = run(program, x, trace=True).trace
+    ref = run_reference(program, x)
+    assert set(ref) <= set(traced)
+    mismatched = [name for name in ref if not np.array_equal(ref[name], traced[name])]
+    assert mismatched == [], f"tensors differing from the reference: {mismatched[:5]}"
+    assert len(ref) > 100
+
+
+@pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
+def test_integer_logits_equal_fake_quant_logits(bits, p2vit_models, p2vit_programs, fmnist_test):
+    import torch
+
+    images = fmnist_test[0][:256]
+    fq = p2vit_models[bits].forward_int(torch.from_numpy(images)).numpy()
+    ints = run(p2vit_programs[bits], quantize_input(p2vit_programs[bits], images)).logits
+    assert np.array_equal(ints, fq)
+
+
+def test_batch_composition_does_not_change_results(p2vit_programs):
+    program = p2vit_programs[(4, 4)]
+    x = int_input(program, 6)
+    whole = run(program, x).logits
+    parts = np.concatenate([run(program, x[:1]).logits, run(program, x[1:]).logits])
+    assert np.array_equal(whole, parts)
+
+
+def test_timm_deit_tiny_end_to_end_bit_exact():
+    """DeiT-Tiny-224 (random weights), p2vit W8A8 calibrated on random-normal images, against the reference."""
+    import torch
+
+    from models.data import random_images
+    from models.registry import create_model
+    from quant.build import default_map, quantize_vit
+    from quant.methods import get_method
+
+    net = create_model("deit_tiny_patch16_224", pretrained=False)
+    calib = torch.from_numpy(random_images(net, 4, seed=0))
+    q = quantize_vit(net, calib, get_method("p2vit"), default_map(8, 8), name="deit_tiny_patch16_224",
+                     metadata={"input_shape": [3, 224, 224]})
+    program = q.export()
+    images = random_images(net, 1, seed=5)
+    x = quantize_input(program, images)
+    traced = run(program, x, trace=True).trace
+    ref = run_reference(program, x)
+    assert [n for n in ref if not np.array_equal(ref[n], traced[n])] == []
+    assert np.array_equal(traced["logits"], q.forward_int(torch.from_numpy(images)).numpy())

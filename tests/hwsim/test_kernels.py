@@ -1,0 +1,200 @@
+"""Every numba kernel against the independent int64 references: exhaustive for narrow operands, hypothesis for wide."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from hwsim.kernels.gelu import gelu_int
+from hwsim.kernels.gemm import gemm
+from hwsim.kernels.layernorm import isqrt, layernorm_int
+from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift
+from hwsim.kernels.softmax import softmax_int
+from hwsim.ops.gemm_ops import decode_log2, im2col
+from hwsim.reference import ops as R
+
+I4 = np.arange(-8, 8)
+U4 = np.arange(0, 16)
+
+
+def test_round_shift_convention_by_hand():
+    # DESIGN.md: (x + 2^(s-1)) >> s, round half up, arithmetic shift; s <= 0 is a left shift.
+    x = np.array([[5, 6, 7, -5, -6, -7, 2, -2]], dtype=np.int64)
+    out = np.empty_like(x, dtype=np.int32)
+    requant_shift(x, np.array([2]), -128, 127, out)
+    assert out.tolist() == [[1, 2, 2, -1, -1, -2, 1, 0]]  # 1.25, 1.5, 1.75, -1.25, -1.5 -> -1 (half up), -1.75, .5, -.5 -> 0
+    requant_shift(x, np.array([-1]), -128, 127, out)
+    assert out.tolist() == [[10, 12, 14, -10, -12, -14, 4, -4]]
+
+
+@pytest.mark.parametrize("bits,signed", [(4, True), (4, False), (8, True), (2, True)])
+def test_requant_shift_exhaustive(bits, signed):
+    x = np.arange(-2**12, 2**12, dtype=np.int64)[None, :].repeat(12, 0)
+    shifts = np.arange(-3, 9, dtype=np.int64)
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    for s in shifts:
+        out = np.empty(x[:1].shape, dtype=np.int32)
+        sat = requant_shift(x[:1], np.array([s]), lo, hi, out)
+        ref, ref_sat = R.saturate(R.round_shift(x[:1], s), bits, signed)
+        assert np.array_equal(out, ref) and sat == ref_sat
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.int64, (3, 7), elements=st.integers(-2**31, 2**31 - 1)),
+       hnp.arrays(np.int64, (7,), elements=st.integers(2**30, 2**31 - 1)),
+       hnp.arrays(np.int64, (7,), elements=st.integers(1, 62)))
+def test_requant_dyadic_matches_reference(x, m, s):
+    out = np.empty(x.shape, dtype=np.int32)
+    requant_dyadic(x, m, s, -128, 127, out)
+    assert np.array_equal(out, R.requant_dyadic(x, m, s, 8, True))
+
+
+def test_requant_dyadic_by_hand():
+    # 100 * 0.75 = 75 exactly; 0.75 = 3 * 2^30 / 2^32.
+    out = np.empty((1, 2), dtype=np.int32)
+    requant_dyadic(np.array([[100, -3]]), np.array([3 << 30]), np.array([32]), -128, 127, out)
+    assert out.tolist() == [[75, -2]]  # -2.25 -> -2
+
+
+def test_gemm_exhaustive_4bit_pairs():
+    a = np.array(list(itertools.product(I4, I4)))  # every int4 pair: 256 rows
+    lhs = a[:, :1].reshape(1, 256, 1)
+    rhs = U4.reshape(1, 16, 1)  # and every uint4 right operand
+    out, sat = gemm(lhs, rhs)
+    assert sat == 0 and np.array_equal(out[0], a[:, :1] * U4[None, :])
+    signed = I4.reshape(1, 16, 1)
+    out, _ = gemm(signed, signed)
+    assert np.array_equal(out[0], np.outer(I4, I4))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 19), st.integers(1, 70), st.integers(1, 13), st.booleans(), st.integers(0, 2**32))
+def test_gemm_random_int8(g, m, k, n, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, (g, m, k))
+    b = rng.integers(-128, 128, (g, n, k))
+    bias = rng.integers(-2**20, 2**20, n) if with_bias else None
+    out, sat = gemm(a, b, bias)
+    assert sat == 0 and np.array_equal(out, R.matmul(a, b, bias))
+
+
+def test_gemm_int64_path_and_saturation_are_counted():
+    a = np.full((1, 3, 40000), 2**15 - 1)  # 40000 * 2^30: beyond int32, must not wrap
+    b = np.full((1, 2, 40000), 2**15 - 1)
+    out, sat = gemm(a, b)
+    assert sat == 6 and (out == 2**31 - 1).all()
+    out, sat = gemm(np.full((1, 1, 4), 100), np.full((1, 1, 4), 100), acc_bits=16)
+    assert sat == 1 and out[0, 0, 0] == 2**15 - 1
+
+
+def test_softmax_exhaustive_small_rows():
+    rows = np.array(list(itertools.product(I4, repeat=3)), dtype=np.int64)  # every int4 triple
+    for frac in (0, 2, 3):
+        for bits, log2 in ((8, False), (4, False), (4, True), (3, True)):
+            out = np.empty(rows.shape, dtype=np.int64)
+            softmax_int(rows, frac, bits, log2, out)
+            assert np.array_equal(out, R.softmax(rows, frac, bits, log2)), (frac, bits, log2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.int64, st.tuples(st.integers(1, 4), st.integers(1, 60)), elements=st.integers(-2**15, 2**15 - 1)),
+       st.integers(0, 12), st.booleans())
+def test_softmax_random(x, frac, log2):
+    bits = 4 if log2 else 8
+    out = np.empty(x.shape, dtype=np.int64)
+    softmax_int(x, frac, bits, log2, out)
+    assert np.array_equal(out, R.softmax(x, frac, bits, log2))
+
+
+def test_softmax_is_close_to_float():
+    rng = np.random.default_rng(0)
+    x = rng.integers(-2000, 2000, (50, 64))
+    out = np.empty(x.shape, dtype=np.int64)
+    softmax_int(x, 8, 8, False, out)
+    e = np.exp(x / 256 - (x / 256).max(1, keepdims=True))
+    assert np.abs(out / 256 - e / e.sum(1, keepdims=True)).max() < 0.03
+
+
+def test_gelu_exhaustive_12bit():
+    x = np.arange(-2**11, 2**11, dtype=np.int64)
+    for frac in (0, 4, 7, 10):
+        out = np.empty_like(x)
+        gelu_int(x, frac, 8, out)
+        assert np.array_equal(out, R.gelu(x, frac, 8)), frac
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.int64, (40,), elements=st.integers(-2**15, 2**15 - 1)), st.integers(0, 14), st.integers(1, 12))
+def test_gelu_random(x, frac, sig):
+    out = np.empty_like(x)
+    gelu_int(x, frac, sig, out)
+    assert np.array_equal(out, R.gelu(x, frac, sig))
+
+
+def test_gelu_is_close_to_float():
+    x = np.arange(-2**11, 2**11, dtype=np.int64)
+    out = np.empty_like(x)
+    gelu_int(x, 8, 8, out)
+    xf = x / 256
+    ref = xf * 0.5 * (1 + np.vectorize(math.erf)(xf / math.sqrt(2)))
+    assert np.abs(out / 2**16 - ref).max() < 0.05
+
+
+def test_isqrt_exhaustive_and_large():
+    for v in range(0, 1 << 16):
+        assert isqrt(v) == math.isqrt(v)
+    rng = np.random.default_rng(1)
+    for v in rng.integers(0, 2**62, 2000):
+        assert isqrt(int(v)) == math.isqrt(int(v))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(2, 96), st.integers(0, 2**32))
+def test_layernorm_random(rows, c, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2**15, 2**15, (rows, c))
+    gamma = rng.integers(-2**15, 2**15, c)
+    beta = rng.integers(-2**40, 2**40, c)
+    shift = rng.integers(20, 50, c)
+    out = np.empty(x.shape, dtype=np.int64)
+    sat = layernorm_int(x, gamma, beta, shift, -128, 127, out)
+    assert np.array_equal(out, R.layernorm(x, gamma, beta, shift, 8))
+    wide = R.layernorm(x, gamma, beta, shift, 64)
+    assert sat == int(((wide < -128) | (wide > 127)).sum())
+
+
+def test_layernorm_constant_row_is_beta():
+    x = np.full((1, 8), 123, dtype=np.int64)
+    out = np.empty_like(x)
+    layernorm_int(x, np.ones(8, np.int64), np.full(8, 5 << 4, np.int64), np.full(8, 4, np.int64), -128, 127, out)
+    assert (out == 5).all()
+
+
+def test_add_aligned_exhaustive_4bit():
+    a, b = np.meshgrid(np.arange(-2**7, 2**7), np.arange(-2**7, 2**7))
+    for sa, sb in ((0, 0), (1, 0), (3, -1), (-2, 2)):
+        out = np.empty(a.shape, dtype=np.int32)
+        add_aligned(a.astype(np.int64), b.astype(np.int64), sa, sb, -2**7, 2**7 - 1, out)
+        assert np.array_equal(out, R.add(a, b, sa, sb, 8))
+
+
+def test_log2_decode_matches_reference():
+    codes = np.arange(16)
+    assert np.array_equal(decode_log2(codes, 4), R.log2_decode(codes, 4))
+    assert decode_log2(np.array([0, 14, 15]), 4).tolist() == [2**14, 1, 0]
+
+
+def test_conv_via_im2col_matches_direct_convolution():
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, (2, 3, 9, 11))
+    w = rng.integers(-8, 8, (5, 3, 3, 3))
+    for stride, pad in ((1, 0), (2, 1), (3, 0)):
+        cols = im2col(x, 3, 3, stride, pad)
+        out, _ = gemm(cols.reshape(1, -1, 27), w.reshape(1, 5, 27))
+        ref = R.conv2d(x, w, None, stride, pad)
+        assert np.array_equal(out.reshape(2, ref.shape[2], ref.shape[3], 5).transpose(0, 3, 1, 2), ref)

@@ -1,0 +1,96 @@
+"""P^2-ViT on deit_fmnist: power-of-two everywhere, smoothing keeps the float model, bad input fails cleanly."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from quant.build import default_map, quantize_vit
+from quant.calibrate import prepare_float
+from quant.methods import get_method
+from quant.methods.p2vit import P2ViT
+from quant.parts import QuantError
+
+
+@pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
+def test_every_requant_of_a_p2vit_export_is_a_shift(bits, p2vit_programs):
+    program = p2vit_programs[bits]
+    kinds = {op.attrs.get("mode") for op in program.ops if op.kind == "Requant"}
+    assert kinds == {"shift"}
+    # and every weight's scale is a power of two per channel, activations per tensor or per channel (PTF)
+    for name, spec in program.tensors.items():
+        if name.endswith(".weight"):
+            assert spec.channel_exps is not None
+    assert {op.attrs["log2"] for op in program.ops if op.kind == "Softmax"} == {True}
+
+
+def test_ptf_input_shifts_are_in_0_to_3(p2vit_programs):
+    shifts = [program.constants[op.params["input_shift"]] for program in p2vit_programs.values()
+              for op in program.ops if "input_shift" in op.params]
+    assert shifts and all(s.min() >= 0 and s.max() <= 3 for s in shifts)
+
+
+def test_minmax_export_uses_dyadic_requant(deit_fmnist):
+    from models.data import calibration_data
+
+    calib = calibration_data("fmnist", deit_fmnist, 32)
+    q = quantize_vit(deit_fmnist, calib, get_method("minmax"), default_map(8, 8), metadata={"input_shape": [1, 28, 28]})
+    modes = {op.attrs.get("mode") for op in q.export().ops if op.kind == "Requant"}
+    assert "dyadic" in modes
+
+
+def test_smoothing_and_scale_folding_keep_the_float_model(deit_fmnist, fmnist_test):
+    from models.data import calibration_data
+
+    fm = copy.deepcopy(deit_fmnist)
+    prepare_float(fm)
+    P2ViT().prepare(fm, [calibration_data("fmnist", deit_fmnist, 32)])
+    x = torch.from_numpy(fmnist_test[0][:32])
+    with torch.no_grad():
+        assert torch.allclose(fm(x), deit_fmnist(x), atol=1e-3)
+    changed = [not torch.equal(a.norm1.weight, b.norm1.weight) for a, b in zip(fm.blocks, deit_fmnist.blocks)]
+    assert any(changed)
+
+
+def test_adaptive_rounding_beats_nearest_pot_on_output_mse():
+    torch.manual_seed(0)
+    w = torch.randn(16, 32, dtype=torch.float64)
+    x = torch.randn(256, 32, dtype=torch.float64)
+    chosen = P2ViT().weight_scale(w, x, 4)
+    assert torch.all(torch.exp2(torch.round(torch.log2(chosen))) == chosen)
+
+    def err(scale):
+        from quant.parts import fake_quant
+
+        return ((x @ (w - fake_quant(w, scale[:, None], 4, True)).t()) ** 2).mean(0)
+
+    naive = torch.exp2(torch.ceil(torch.log2(w.abs().amax(1) / 7)))
+    assert torch.all(err(chosen) <= err(naive) + 1e-12)
+
+
+def test_empty_and_nonfinite_calibration_are_errors(deit_fmnist):
+    method = get_method("p2vit")
+    with pytest.raises(QuantError, match="empty"):
+        quantize_vit(deit_fmnist, torch.zeros(0, 1, 28, 28), method, default_map(8, 8))
+    bad = torch.zeros(4, 1, 28, 28)
+    bad[1, 0, 3, 3] = float("nan")
+    with pytest.raises(QuantError, match="NaN"):
+        quantize_vit(deit_fmnist, bad, method, default_map(8, 8))
+    bad[1, 0, 3, 3] = float("inf")
+    with pytest.raises(QuantError, match="Inf"):
+        quantize_vit(deit_fmnist, bad, method, default_map(8, 8))
+
+
+def test_same_seed_gives_byte_identical_program(deit_fmnist, tmp_path):
+    from hwsim.ir import save
+    from models.data import calibration_data
+
+    paths = []
+    for i in range(2):
+        calib = calibration_data("fmnist", deit_fmnist, 32, seed=3)
+        q = quantize_vit(deit_fmnist, calib, get_method("p2vit"), default_map(4, 8), metadata={"input_shape": [1, 28, 28]})
+        paths.append(tmp_path / f"p{i}.vitp")
+        save(q.export(), paths[-1])
+    assert paths[0].read_bytes() == paths[1].read_bytes()

@@ -1,0 +1,60 @@
+"""The command line: --json output parses and carries the promised keys; bad input exits 2 and writes nothing."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vitsim.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vitsim", *args], capture_output=True, text=True)
+
+
+def test_eval_json(capsys):
+    assert main(["eval", "--model", "deit_fmnist", "--limit", "300", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["model"] == "deit_fmnist" and r["n"] == 300 and 0.0 <= r["top1"] <= 1.0
+
+
+def test_quantize_and_simulate_json(tmp_path, capsys):
+    out = tmp_path / "w8a8.vitp"
+    assert main(["quantize", "--model", "deit_fmnist", "--method", "p2vit", "--wbits", "8", "--abits", "8",
+                 "--calib", "64", "--limit", "200", "--out", str(out), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert {"fp32_top1", "quant_top1", "int_top1", "agreement", "method", "wbits", "abits", "out"} <= set(r)
+    assert r["out"] == str(out) and out.exists() and r["agreement"] >= 0.99
+    assert main(["simulate", str(out), "--limit", "200", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert {"top1", "agreement", "images_per_s", "overflows", "n"} <= set(s)
+    assert s["n"] == 200 and s["top1"] == r["int_top1"] and s["agreement"] == r["agreement"] and "warning" not in s
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--wbits", "1"], "wbits"),
+    (["--abits", "33"], "abits"),
+    (["--wbits", "0"], "wbits"),
+    (["--mp", "missing.yaml"], "not found"),
+])
+def test_quantize_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "bad.vitp"
+    res = run_cli("quantize", "--model", "deit_fmnist", "--calib", "8", "--limit", "8", "--out", str(out), *args)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+def test_unknown_mp_layer_is_an_error(tmp_path):
+    mp = tmp_path / "mp.yaml"
+    mp.write_text("layer:\n  blocks.42.attn.qkv: {wbits: 4}\n")
+    res = run_cli("quantize", "--mp", str(mp), "--calib", "8", "--out", str(tmp_path / "x.vitp"))
+    assert res.returncode == 2 and "unknown layers" in res.stderr and not (tmp_path / "x.vitp").exists()
+
+
+def test_simulate_rejects_a_damaged_file(tmp_path):
+    bad = tmp_path / "bad.vitp"
+    bad.write_bytes(b"\x00" * 64)
+    res = run_cli("simulate", str(bad))
+    assert res.returncode == 2 and "bad.vitp" in res.stderr

@@ -1,0 +1,5 @@
+import sys
+
+from vitsim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""The ``vitsim`` command line: train, eval, quantize, simulate, demo (verify and explore join as they land).
+
+Every command prints a readable summary, or with ``--json`` exactly one JSON object on stdout; progress bars go to
+stderr. Errors are one clear line on stderr and exit status 2 (bad input) or 1 (a check failed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _emit(result: dict[str, Any], as_json: bool, lines: Callable[[dict[str, Any]], list[str]]) -> None:
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print("\n".join(lines(result)))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.2f} %" if isinstance(value, float) and 0 <= value <= 1 else str(value)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from models.train import Recipe, train
+
+    out = Path(args.out) if args.out else Path(__file__).resolve().parent.parent / "models" / "checkpoints" / f"{args.model}.safetensors"
+    recipe = Recipe(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    meta = train(args.model, out, recipe, args.data, log=log)
+    _emit({**meta, "out": str(out)}, args.json, lambda r: [f"saved {r['out']}: test top-1 {_fmt(r['test_top1'])}"])
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vitsim.pipelines import evaluate
+
+    result = evaluate(args.model, args.checkpoint, args.data, args.limit, args.data_root, progress=not args.json)
+    _emit(result, args.json, lambda r: [f"{r['model']} on {r['data']}: top-1 {_fmt(r['top1'])} over {r['n']} images "
+                                        f"({r['images_per_s']} img/s)"])
+    return 0
+
+
+def _quant_lines(r: dict[str, Any]) -> list[str]:
+    lines = [f"{r['model']} {r['method']} W{r['wbits']}A{r['abits']} (calibrated on {r['calib']} training images) -> {r['out']}",
+             f"  fp32 top-1        {_fmt(r['fp32_top1'])}",
+             f"  fake-quant top-1  {_fmt(r['quant_top1'])}"]
+    if "int_top1" in r:
+        lines += [f"  integer top-1     {_fmt(r['int_top1'])}   (hwsim, {r['images_per_s']} img/s)",
+                  f"  int/fake-quant agreement {_fmt(r['agreement'])} over {r['n']} images"]
+        if r["overflows"]:
+            lines.append(f"  saturated values per op: {r['overflows']}")
+    return lines
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from vitsim.pipelines import make_recipe, quantize
+
+    recipe = make_recipe(args.model, args.method, args.wbits, args.abits, args.mp, args.calib, args.seed,
+                         args.checkpoint, args.data, args.data_root, not args.quantize_first_last)
+    result = quantize(recipe, args.out, args.limit, simulate=not args.no_simulate, progress=not args.json)
+    _emit(result, args.json, _quant_lines)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from vitsim.pipelines import simulate
+
+    r = simulate(args.program, args.data, args.limit, args.data_root, progress=not args.json)
+    _emit(r, args.json, lambda r: [f"{r['program']} ({r['model']}) on {r['data']}: integer top-1 {_fmt(r['top1'])} over "
+                                   f"{r['n']} images, agreement with fake-quant {_fmt(r['agreement'])}, "
+                                   f"{r['images_per_s']} img/s", f"  saturated values per op: {r['overflows'] or 'none'}"]
+          + ([f"  warning: {r['warning']}"] if "warning" in r else []))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vitsim.demo import run_demo
+
+    result = run_demo(args.out_dir, args.limit, progress=not args.json)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="vitsim", description=__doc__.splitlines()[0], formatter_class=fmt)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", default=None, help="fmnist, random, or an image folder (class subfolders); default: the model's")
+        p.add_argument("--data-root", default=None, help="folder of the Fashion-MNIST IDX files (else $VITSIM_DATA, else Debian's)")
+        p.add_argument("--limit", type=_positive, default=None, help="evaluate on the first N test images only")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("train", help="train a vitsim model from scratch (seeded recipe)", formatter_class=fmt)
+    p.add_argument("--model", default="deit_fmnist")
+    p.add_argument("--epochs", type=_positive, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_positive, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--out", default=None, help="checkpoint path (default: the bundled models/checkpoints/<model>.safetensors)")
+    p.add_argument("--data", default=None, help="folder of the Fashion-MNIST IDX files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="float top-1 of a model", formatter_class=fmt)
+    p.add_argument("--model", default="deit_fmnist")
+    p.add_argument("--checkpoint", default=None, help="local weights (.safetensors, or a torch file read with weights_only)")
+    data_flags(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("quantize", help="post-training quantization and export of the integer program", formatter_class=fmt)
+    p.add_argument("--model", default="deit_fmnist")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--method", choices=["minmax", "p2vit"], default="p2vit")
+    p.add_argument("--wbits", type=int, default=8, help="weight bits (2..8)")
+    p.add_argument("--abits", type=int, default=8, help="activation bits (2..8)")
+    p.add_argument("--mp", default=None, help="mixed-precision map (YAML; see quant/mixed_precision.py)")
+    p.add_argument("--calib", type=_positive, default=256, help="calibration images (from the training set)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset")
+    p.add_argument("--quantize-first-last", action="store_true", help="also quantize patch embedding and head to W/A bits (default keeps them at 8)")
+    p.add_argument("--no-simulate", action="store_true", help="skip the integer simulation")
+    p.add_argument("--out", required=True, help="program file to write")
+    data_flags(p)
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("simulate", help="run an integer program with hwsim (the golden model)", formatter_class=fmt)
+    p.add_argument("program")
+    data_flags(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="end-to-end flow on the bundled model", formatter_class=fmt)
+    p.add_argument("--out-dir", default="out/demo")
+    p.add_argument("--limit", type=_positive, default=2000, help="test images per evaluation")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from hwsim.ir import ProgramError
+    from models.checkpoint import CheckpointError
+    from models.fmnist import DatasetError
+    from models.imagefolder import FolderError
+    from quant.parts import QuantError
+
+    try:
+        return args.func(args)
+    except (ProgramError, CheckpointError, DatasetError, FolderError, QuantError, KeyError, ValueError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"vitsim {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
