@@ -1,0 +1,98 @@
+"""GEMM jobs for the RTL, cut from a real integer program and hwsim's trace of it (hwsim is the only reference).
+
+For transformer block ``i`` the six GEMM kinds are: qkv, Q.K^T (one job per head), attn.V (per head, log2 or int
+operands), proj, fc1, fc2. Each job carries the operands, the fused bias + shift requantization of the following
+Requant op, and hwsim's accumulator and requantized output for one image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwsim.cost.cycles import gemm_mode
+from hwsim.ir.schema import Op, Program
+
+GEMM_KINDS = ("qkv", "matmul_qk", "matmul_av", "proj", "fc1", "fc2")
+SHIFT_RANGE = (-16, 47)  # what rtl/src/shift_requant.v implements
+
+
+@dataclass
+class GemmJob:
+    name: str
+    a: np.ndarray        # [M, K]
+    b: np.ndarray        # [N, K]
+    bias: np.ndarray     # [N]
+    shift: np.ndarray    # [N]
+    ptf: np.ndarray      # [K]
+    mode: int
+    a_bits: int
+    b_bits: int
+    qmin: int
+    qmax: int
+    acc: np.ndarray      # hwsim: [M, N] accumulator incl. bias
+    out: np.ndarray      # hwsim: [M, N] requantized
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.a.shape[0], self.a.shape[1], self.b.shape[0]
+
+
+def _consumer(program: Program, tensor: str) -> Op:
+    for op in program.ops:
+        if tensor in op.inputs:
+            return op
+    raise KeyError(f"no op reads {tensor!r}")
+
+
+def _requant_params(program: Program, rq: Op, n: int, head: int | None) -> tuple[np.ndarray, int, int]:
+    if rq.kind != "Requant" or rq.attrs.get("mode", "shift") != "shift":
+        raise ValueError(f"{rq.name}: the RTL requantizer implements shift requantization only (got {rq.kind} "
+                         f"{rq.attrs.get('mode')}); export with a power-of-two method such as p2vit")
+    shift = program.constants[rq.params["shift"]].astype(np.int64)
+    if head is not None and shift.size > 1:
+        shift = np.full(n, shift[head])
+    elif shift.size == 1:
+        shift = np.full(n, int(shift[0]))
+    if shift.min() < SHIFT_RANGE[0] or shift.max() > SHIFT_RANGE[1]:
+        raise ValueError(f"{rq.name}: shifts {shift.min()}..{shift.max()} outside the RTL's {SHIFT_RANGE}")
+    spec = program.tensors[rq.outputs[0]]
+    return shift, spec.qmin, spec.qmax
+
+
+def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image: int = 0,
+               kinds: tuple[str, ...] = GEMM_KINDS) -> list[GemmJob]:
+    """The GEMM jobs of transformer block ``block`` for sample ``image`` of a traced run."""
+    p = f"blocks.{block}"
+    names = {"qkv": f"{p}.attn.qkv", "matmul_qk": f"{p}.attn.matmul_qk", "matmul_av": f"{p}.attn.matmul_av",
+             "proj": f"{p}.attn.proj", "fc1": f"{p}.mlp.fc1", "fc2": f"{p}.mlp.fc2"}
+    unknown = set(kinds) - set(names)
+    if unknown:
+        raise ValueError(f"unknown GEMM kinds {sorted(unknown)}; known: {GEMM_KINDS}")
+    jobs = []
+    for kind in kinds:
+        op = program.op(names[kind])
+        rq = _consumer(program, op.outputs[0])
+        acc_all, out_all = trace[op.outputs[0]][image], trace[rq.outputs[0]][image]
+        if op.kind == "Linear":
+            w = program.constants[op.params["weight"]]
+            x = trace[op.inputs[0]][image].reshape(-1, w.shape[1])
+            n = w.shape[0]
+            bias = program.constants[op.params["bias"]] if "bias" in op.params else np.zeros(n, np.int64)
+            ptf = program.constants[op.params["input_shift"]] if "input_shift" in op.params else np.zeros(w.shape[1], np.int64)
+            shift, qmin, qmax = _requant_params(program, rq, n, None)
+            a_bits, b_bits = program.tensors[op.inputs[0]].bits, program.tensors[op.params["weight"]].bits
+            jobs.append(GemmJob(names[kind], x, w, bias, shift, ptf, gemm_mode(a_bits, b_bits), a_bits, b_bits, qmin, qmax,
+                                acc_all.reshape(x.shape[0], n), out_all.reshape(x.shape[0], n)))
+            continue
+        lhs, rhs = trace[op.inputs[0]][image], trace[op.inputs[1]][image]
+        log2 = int(op.attrs.get("a_log2_bits", 0)) > 0
+        a_bits = program.tensors[op.inputs[0]].bits
+        b_bits = program.tensors[op.inputs[1]].bits
+        for h in range(lhs.shape[0]):
+            b = rhs[h] if op.attrs.get("transpose_b", False) else rhs[h].T
+            shift, qmin, qmax = _requant_params(program, rq, b.shape[0], h)
+            jobs.append(GemmJob(f"{names[kind]}.head{h}", lhs[h], np.ascontiguousarray(b), np.zeros(b.shape[0], np.int64),
+                                shift, np.zeros(lhs.shape[-1], np.int64), gemm_mode(a_bits, b_bits, log2), a_bits, b_bits,
+                                qmin, qmax, acc_all[h], out_all[h]))
+    return jobs

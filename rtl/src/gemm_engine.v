@@ -1,0 +1,202 @@
+// GEMM tile engine: buffers + skewed feeder + R x C systolic_array + one shift_requant per column.
+// The testbench fills the buffers (write port, or $readmemh of a.hex/b.hex/bias.hex/shift.hex/ptf.hex on `load` in
+// simulation), sets the layer sizes and a tile origin (m0, n0), pulses `start`; the tile computes
+//   out[m][n] = requant(sum_k A[m][k] * B[n][k] (+PTF, packed int4 or log2 per `mode`) + bias[n], shift[n])
+// for m0 <= m < m0+R, n0 <= n < n0+C autonomously and pulses `done`. Buffers: A[m*K + k], B[n*K + k], out[m*N + n].
+// Schedule (the cycle model hwsim.cost.cycles reproduces): 1 clear cycle, K_steps + R + C - 2 feed cycles (PE (i, j)
+// meets reduction step k at cycle k + i + j), then R requant cycles, one tile row per cycle through the C shifters:
+//   cycles = K_steps + 2R + C - 1,  K_steps = ceil(K / 2) in mode 1 (two int4 MACs per PE), else K.
+module gemm_engine #(
+    parameter integer R = 8,
+    parameter integer C = 8,
+    parameter integer A_W = 8,
+    parameter integer B_W = 8,
+    parameter integer ACC_W = 32,
+    parameter integer OUT_W = 16,
+    parameter integer ADDR_W = 18       // every buffer holds 2^ADDR_W entries
+) (
+    input  wire                    clk,
+    input  wire                    rst,
+    input  wire [1:0]              mode,
+    input  wire [15:0]             m_total,
+    input  wire [15:0]             n_total,
+    input  wire [15:0]             k_total,
+    input  wire [15:0]             m0,
+    input  wire [15:0]             n0,
+    input  wire signed [OUT_W-1:0] qmin,
+    input  wire signed [OUT_W-1:0] qmax,
+    input  wire                    wr_en,
+    input  wire [2:0]              wr_sel,   // 0 A, 1 B, 2 bias, 3 shift, 4 ptf
+    input  wire [ADDR_W-1:0]       wr_addr,
+    input  wire [31:0]             wr_data,
+    input  wire                    load,
+    input  wire                    dump,
+    input  wire                    start,
+    output wire                    busy,
+    output reg                     done,
+    output reg  [31:0]             cycles
+);
+    localparam [2:0] S_IDLE = 3'd0, S_CLEAR = 3'd1, S_FEED = 3'd2, S_REQ = 3'd3, S_DONE = 3'd4;
+
+    localparam integer DEPTH = 1 << ADDR_W;
+    reg [A_W-1:0]   a_mem     [0:DEPTH-1];
+    reg [B_W-1:0]   b_mem     [0:DEPTH-1];
+    reg [ACC_W-1:0] bias_mem  [0:DEPTH-1];
+    reg [7:0]       shift_mem [0:DEPTH-1];
+    reg [1:0]       ptf_mem   [0:DEPTH-1];
+    reg [OUT_W-1:0] out_mem   [0:DEPTH-1];
+    reg [ACC_W-1:0] acc_mem   [0:DEPTH-1];
+
+    reg [2:0]  state;
+    reg [31:0] t;
+    assign busy = (state != S_IDLE);
+
+    wire [31:0] k_steps = (mode == 2'd1) ? ({16'd0, k_total} + 32'd1) >> 1 : {16'd0, k_total};
+    wire [31:0] feed_last = k_steps + R + C - 3;
+
+    always @(posedge clk) begin : buffer_write
+        if (wr_en) begin
+            case (wr_sel)
+                3'd0: a_mem[wr_addr]     <= wr_data[A_W-1:0];
+                3'd1: b_mem[wr_addr]     <= wr_data[B_W-1:0];
+                3'd2: bias_mem[wr_addr]  <= wr_data[ACC_W-1:0];
+                3'd3: shift_mem[wr_addr] <= wr_data[7:0];
+                default: ptf_mem[wr_addr] <= wr_data[1:0];
+            endcase
+        end
+    end
+
+`ifndef SYNTHESIS
+    always @(posedge clk) begin : sim_files
+        if (load) begin
+            $readmemh("a.hex", a_mem);
+            $readmemh("b.hex", b_mem);
+            $readmemh("bias.hex", bias_mem);
+            $readmemh("shift.hex", shift_mem);
+            $readmemh("ptf.hex", ptf_mem);
+        end
+        if (dump) begin
+            $writememh("out.hex", out_mem, 0, m_total * n_total - 1);
+            $writememh("acc.hex", acc_mem, 0, m_total * n_total - 1);
+        end
+    end
+`endif
+
+    // Skewed feeder, registered: at each clock edge it reads the buffers for the next feed step `nt`, so the clear
+    // cycle doubles as the first prefetch. Row i carries step nt - i of output row m0 + i, column j step nt - j of
+    // column n0 + j; out-of-range steps, rows and columns feed zeros.
+    reg [R*A_W-1:0] a_rows;
+    reg [R*4-1:0]   sh_rows;
+    reg [C*B_W-1:0] b_cols;
+    wire feeding = (state == S_CLEAR) || (state == S_FEED);
+    wire [31:0] nt = (state == S_CLEAR) ? 32'd0 : t + 32'd1;
+    wire [31:0] k32 = {16'd0, k_total};
+    integer i, j;
+    always @(posedge clk) begin : feeder
+        for (i = 0; i < R; i = i + 1) begin
+            if (feeding && nt >= i && nt - i < k_steps && {16'd0, m0} + i < {16'd0, m_total}) begin
+                if (mode == 2'd1) begin
+                    a_rows[i*A_W +: 4] <= a_mem[({16'd0, m0} + i) * k32 + 2 * (nt - i)][3:0];
+                    a_rows[i*A_W+4 +: 4] <= (2 * (nt - i) + 1 < k32) ? a_mem[({16'd0, m0} + i) * k32 + 2 * (nt - i) + 1][3:0] : 4'd0;
+                    sh_rows[i*4 +: 2] <= ptf_mem[2 * (nt - i)];
+                    sh_rows[i*4+2 +: 2] <= (2 * (nt - i) + 1 < k32) ? ptf_mem[2 * (nt - i) + 1] : 2'd0;
+                end else begin
+                    a_rows[i*A_W +: A_W] <= a_mem[({16'd0, m0} + i) * k32 + (nt - i)];
+                    sh_rows[i*4 +: 4] <= {2'b00, ptf_mem[nt - i]};
+                end
+            end else begin
+                a_rows[i*A_W +: A_W] <= {A_W{1'b0}};
+                sh_rows[i*4 +: 4] <= 4'd0;
+            end
+        end
+        for (j = 0; j < C; j = j + 1) begin
+            if (feeding && nt >= j && nt - j < k_steps && {16'd0, n0} + j < {16'd0, n_total}) begin
+                if (mode == 2'd1) begin
+                    b_cols[j*B_W +: 4] <= b_mem[({16'd0, n0} + j) * k32 + 2 * (nt - j)][3:0];
+                    b_cols[j*B_W+4 +: 4] <= (2 * (nt - j) + 1 < k32) ? b_mem[({16'd0, n0} + j) * k32 + 2 * (nt - j) + 1][3:0] : 4'd0;
+                end else begin
+                    b_cols[j*B_W +: B_W] <= b_mem[({16'd0, n0} + j) * k32 + (nt - j)];
+                end
+            end else begin
+                b_cols[j*B_W +: B_W] <= {B_W{1'b0}};
+            end
+        end
+    end
+
+    // Per-tile column parameters, latched at start.
+    reg [ACC_W-1:0] bias_r  [0:C-1];
+    reg [7:0]       shift_r [0:C-1];
+    always @(posedge clk) begin : column_params
+        for (j = 0; j < C; j = j + 1) begin
+            if (state == S_IDLE && start) begin
+                bias_r[j]  <= ({16'd0, n0} + j < {16'd0, n_total}) ? bias_mem[{16'd0, n0} + j] : {ACC_W{1'b0}};
+                shift_r[j] <= ({16'd0, n0} + j < {16'd0, n_total}) ? shift_mem[{16'd0, n0} + j] : 8'd0;
+            end
+        end
+    end
+
+    wire [R*C*ACC_W-1:0] acc_flat;
+    systolic_array #(.R(R), .C(C), .A_W(A_W), .B_W(B_W), .ACC_W(ACC_W)) array (
+        .clk(clk), .clear(state == S_CLEAR), .en(state == S_FEED), .mode(mode),
+        .a_rows(a_rows), .sh_rows(sh_rows), .b_cols(b_cols), .acc_flat(acc_flat));
+
+    // One shifter requantizer per column; in S_REQ row t of the tile passes through them.
+    wire [C*ACC_W-1:0] acc_col;
+    wire [C*OUT_W-1:0] y_col;
+    genvar g;
+    generate
+        for (g = 0; g < C; g = g + 1) begin : g_requant
+            wire [ACC_W-1:0] x = acc_flat[(t[7:0] * C + g) * ACC_W +: ACC_W];
+            shift_requant #(.ACC_W(ACC_W), .OUT_W(OUT_W)) rq (
+                .x(x), .bias(bias_r[g]), .shift(shift_r[g]), .qmin(qmin), .qmax(qmax),
+                .acc(acc_col[g*ACC_W +: ACC_W]), .y(y_col[g*OUT_W +: OUT_W]));
+        end
+    endgenerate
+
+    integer c;
+    wire [31:0] m_row = {16'd0, m0} + t;
+    always @(posedge clk) begin : control
+        done <= 1'b0;
+        if (rst) begin
+            state <= S_IDLE;
+            t <= 32'd0;
+            cycles <= 32'd0;
+        end else begin
+            case (state)
+                S_IDLE: if (start) begin
+                    state <= S_CLEAR;
+                    cycles <= 32'd0;
+                end
+                S_CLEAR: begin
+                    state <= S_FEED;
+                    t <= 32'd0;
+                    cycles <= cycles + 1;
+                end
+                S_FEED: begin
+                    cycles <= cycles + 1;
+                    if (t == feed_last) begin
+                        state <= S_REQ;
+                        t <= 32'd0;
+                    end else begin
+                        t <= t + 1;
+                    end
+                end
+                S_REQ: begin
+                    cycles <= cycles + 1;
+                    for (c = 0; c < C; c = c + 1) begin
+                        if (m_row < {16'd0, m_total} && {16'd0, n0} + c < {16'd0, n_total}) begin
+                            out_mem[m_row * n_total + {16'd0, n0} + c] <= y_col[c*OUT_W +: OUT_W];
+                            acc_mem[m_row * n_total + {16'd0, n0} + c] <= acc_col[c*ACC_W +: ACC_W];
+                        end
+                    end
+                    if (t == R - 1) state <= S_DONE;
+                    else t <= t + 1;
+                end
+                default: begin
+                    state <= S_IDLE;
+                    done <= 1'b1;
+                end
+            endcase
+        end
+    end
+endmodule

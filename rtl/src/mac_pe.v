@@ -1,0 +1,61 @@
+// Multi-precision MAC processing element, output-stationary (P^2-ViT, Shi et al., IEEE TVLSI 2024: PoT multiply-
+// accumulate with shifts). Per clock, when en:
+//   mode 0 (int8):   acc += (a * b) << sh[1:0]
+//   mode 1 (2xint4): acc += (a[3:0] * b[3:0]) << sh[1:0] + (a[7:4] * b[7:4]) << sh[3:2]   (two MACs per cycle)
+//   mode 2 (log2):   acc += code > LOG_TOP ? 0 : b << (LOG_TOP - code), code = a[3:0]      (log2 softmax x V)
+// sh is FQ-ViT's power-of-two factor (PTF) of the reduction index, applied to the product. Operands are signed;
+// a and sh move right, b moves down, one register per PE. Widths follow DESIGN.md's integer conventions.
+module mac_pe #(
+    parameter integer A_W = 8,
+    parameter integer B_W = 8,
+    parameter integer ACC_W = 32,
+    parameter integer LOG_TOP = 14
+) (
+    input  wire                    clk,
+    input  wire                    clear,
+    input  wire                    en,
+    input  wire [1:0]              mode,
+    input  wire signed [A_W-1:0]   a_in,
+    input  wire signed [B_W-1:0]   b_in,
+    input  wire [3:0]              sh_in,
+    output reg  signed [A_W-1:0]   a_out,
+    output reg  signed [B_W-1:0]   b_out,
+    output reg  [3:0]              sh_out,
+    output reg  signed [ACC_W-1:0] acc
+);
+    wire signed [ACC_W-1:0] a_full = {{(ACC_W-A_W){a_in[A_W-1]}}, a_in};
+    wire signed [ACC_W-1:0] b_full = {{(ACC_W-B_W){b_in[B_W-1]}}, b_in};
+    wire signed [ACC_W-1:0] a_lo = {{(ACC_W-4){a_in[3]}}, a_in[3:0]};
+    wire signed [ACC_W-1:0] a_hi = {{(ACC_W-4){a_in[7]}}, a_in[7:4]};
+    wire signed [ACC_W-1:0] b_lo = {{(ACC_W-4){b_in[3]}}, b_in[3:0]};
+    wire signed [ACC_W-1:0] b_hi = {{(ACC_W-4){b_in[7]}}, b_in[7:4]};
+    wire [3:0] code = a_in[3:0];
+    wire [3:0] log_shift = LOG_TOP[3:0] - code;
+
+    wire signed [ACC_W-1:0] prod8 = (a_full * b_full) <<< sh_in[1:0];
+    wire signed [ACC_W-1:0] prod4 = ((a_lo * b_lo) <<< sh_in[1:0]) + ((a_hi * b_hi) <<< sh_in[3:2]);
+    wire signed [ACC_W-1:0] prodlog = (code > LOG_TOP[3:0]) ? {ACC_W{1'b0}} : (b_full <<< log_shift);
+
+    reg signed [ACC_W-1:0] product;
+    always @(*) begin : select_product
+        case (mode)
+            2'd1:    product = prod4;
+            2'd2:    product = prodlog;
+            default: product = prod8;
+        endcase
+    end
+
+    always @(posedge clk) begin : accumulate
+        if (clear) begin
+            acc    <= {ACC_W{1'b0}};
+            a_out  <= {A_W{1'b0}};
+            b_out  <= {B_W{1'b0}};
+            sh_out <= 4'd0;
+        end else if (en) begin
+            acc    <= acc + product;
+            a_out  <= a_in;
+            b_out  <= b_in;
+            sh_out <= sh_in;
+        end
+    end
+endmodule
