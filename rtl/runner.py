@@ -55,7 +55,7 @@ def _build(sim: str, toplevel: str, sources: tuple[str, ...], parameters: dict[s
         os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2"
     try:
         runner.build(sources=[SRC / s for s in sources], hdl_toplevel=toplevel, parameters=parameters,
-                     build_dir=build_dir, build_args=args, waves=waves, always=False)
+                     build_dir=build_dir, build_args=args, waves=waves, always=False, timescale=("1ns", "1ps"))
     finally:
         if saved is None:
             os.environ.pop("MAKEFLAGS", None)
@@ -92,3 +92,30 @@ def run_gemm_jobs(jobs: list[GemmJob], sim: str = "verilator", rows: int = 8, co
     for r in results:
         r["build_s"] = round(build_s, 2)
     return results
+
+
+PE_SOURCES = ("mac_pe.v", "shift_requant.v", "pe_harness.v")
+
+
+def run_pe_vectors(sim: str = "verilator", n_random: int = 100_000, seed: int = 1, acc_w: int = 32, out_w: int = 16,
+                   build_root: Path | None = None) -> dict[str, int]:
+    """Run constrained-random + exhaustive vectors through mac_pe and shift_requant; returns mismatch counts."""
+    from rtl.vectors import pe_vectors, requant_vectors
+
+    pe = pe_vectors(n_random, seed)
+    rq = requant_vectors(n_random, seed, out_w, acc_w)
+    count = max(len(pe.a), len(rq.x))
+    params = {"ACC_W": acc_w, "OUT_W": out_w, "ADDR_W": max(12, math.ceil(math.log2(count + 4)))}
+    runner, build_dir = _build(sim, "pe_harness", PE_SOURCES, params, Path(build_root or DEFAULT_BUILD_ROOT), False)
+    run_dir = build_dir / f"run_{os.getpid()}_{time.time_ns()}"
+    run_dir.mkdir(parents=True)
+    np.savez(run_dir / "vectors.npz", a=pe.a, b=pe.b, sh=pe.sh, mode=pe.mode, expected=pe.expected, x=rq.x, bias=rq.bias,
+             shift=rq.shift, qmin=rq.qmin, qmax=rq.qmax, acc=rq.acc, y=rq.y)
+    manifest = {"npz": str(run_dir / "vectors.npz"), "results": str(run_dir / "results.json")}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        runner.test(test_module="rtl.tb_pe", hdl_toplevel="pe_harness", build_dir=build_dir, test_dir=run_dir,
+                    extra_env={"VITSIM_RTL_MANIFEST": str(run_dir / "manifest.json")}, seed=seed)
+        return json.loads((run_dir / "results.json").read_text())
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

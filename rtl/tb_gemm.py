@@ -1,8 +1,9 @@
 """cocotb testbench of rtl/src/gemm_engine.v: every expected value and cycle count comes from hwsim.
 
 The runner (rtl.runner) writes a manifest of jobs (operands and hwsim's expected accumulators and outputs, as .npz).
-For each job the TB writes the buffers as hex files, pulses ``load``, runs every tile with a start pulse, checks the
-tile's cycle counter against hwsim.cost.cycles, dumps the output buffers and compares them with hwsim's.
+For each job the TB writes the buffers as hex files, pulses ``load``, pulses ``run_layer`` (the engine runs every tile
+back to back, each start-to-done), dumps the output buffers and the per-tile cycle counts, and compares them with
+hwsim's outputs and hwsim.cost.cycles.
 """
 from __future__ import annotations
 
@@ -27,9 +28,16 @@ def write_hex(path: Path, values: np.ndarray, bits: int) -> None:
     path.write_text("\n".join(format(int(v) & mask, f"0{digits}x") for v in np.asarray(values).ravel()) + "\n")
 
 
+def hex_words(path: Path, count: int) -> list[int]:
+    """Words of a $writememh file (Icarus adds "// 0x..." address comments; Verilator does not)."""
+    words = []
+    for line in path.read_text().splitlines():
+        words += [int(w, 16) for w in line.split("//", 1)[0].split()]
+    return words[:count]
+
+
 def read_hex(path: Path, bits: int, count: int) -> np.ndarray:
-    words = [w for w in path.read_text().split() if not w.startswith("//")][:count]
-    vals = np.array([int(w, 16) for w in words], dtype=np.int64)
+    vals = np.array(hex_words(path, count), dtype=np.int64)
     return np.where(vals >= 1 << (bits - 1), vals - (1 << bits), vals)
 
 
@@ -43,7 +51,7 @@ class GemmTB:
 
     async def reset(self) -> None:
         cocotb.start_soon(Clock(self.dut.clk, 10, unit="ns").start())
-        for sig in ("start", "load", "dump", "wr_en"):
+        for sig in ("start", "run_layer", "load", "dump", "wr_en"):
             getattr(self.dut, sig).value = 0
         self.dut.rst.value = 1
         await RisingEdge(self.dut.clk)
@@ -77,11 +85,19 @@ class GemmTB:
         await RisingEdge(self.dut.clk)
         return cycles
 
-    async def read_back(self, m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    async def run_layer(self) -> None:
+        """Every tile of the loaded layer, sequenced by the engine itself (no testbench work per tile)."""
+        await self.pulse("run_layer")
+        await RisingEdge(self.dut.layer_done)
+        await RisingEdge(self.dut.clk)
+
+    async def read_back(self, m: int, n: int, tiles: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Outputs, accumulators and per-tile cycle counts of the last layer run."""
         await self.pulse("dump")
         await RisingEdge(self.dut.clk)
         return (read_hex(Path("out.hex"), self.out_w, m * n).reshape(m, n),
-                read_hex(Path("acc.hex"), self.acc_w, m * n).reshape(m, n))
+                read_hex(Path("acc.hex"), self.acc_w, m * n).reshape(m, n),
+                read_hex(Path("tiles.hex"), 33, tiles))
 
 
 @cocotb.test()
@@ -98,8 +114,10 @@ async def gemm_jobs_match_hwsim(dut) -> None:
         n = data["b"].shape[0]
         await tb.load(job, data)
         model = gemm_tile_cycles(k, rows, cols, job["mode"])
-        tile_cycles = [await tb.run_tile(t.m0, t.n0) for t in gemm_tiles(m, n, rows, cols)]
-        out, acc = await tb.read_back(m, n)
+        n_tiles = len(gemm_tiles(m, n, rows, cols))
+        await tb.run_layer()
+        out, acc, tile_cycles = await tb.read_back(m, n, n_tiles)
+        tile_cycles = [int(c) for c in tile_cycles]
         bad = np.argwhere((out != data["out"]) | (acc != data["acc"]))
         first = None
         if len(bad):
@@ -108,7 +126,7 @@ async def gemm_jobs_match_hwsim(dut) -> None:
                      "rtl_acc": int(acc[i, j]), "hwsim_acc": int(data["acc"][i, j])}
         results.append({"name": job["name"], "bit_exact": first is None, "mismatches": int(len(bad)), "first_mismatch": first,
                         "rtl_cycles": int(sum(tile_cycles)), "model_cycles": model * len(tile_cycles),
-                        "tiles": len(tile_cycles), "cycles_equal_per_tile": all(c == model for c in tile_cycles),
+                        "tiles": len(tile_cycles), "cycles_equal_per_tile": len(tile_cycles) == n_tiles and all(c == model for c in tile_cycles),
                         "wall_s": round(time.perf_counter() - start, 3)})
         dut._log.info("%s: bit_exact=%s cycles rtl=%d model=%d", job["name"], first is None, sum(tile_cycles),
                       model * len(tile_cycles))

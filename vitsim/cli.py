@@ -1,4 +1,4 @@
-"""The ``vitsim`` command line: train, eval, quantize, simulate, demo (verify and explore join as they land).
+"""The ``vitsim`` command line: train, eval, quantize, simulate, verify, demo.
 
 Every command prints a readable summary, or with ``--json`` exactly one JSON object on stdout; progress bars go to
 stderr. Errors are one clear line on stderr and exit status 2 (bad input) or 1 (a check failed).
@@ -88,6 +88,37 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _array(text: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"array must look like 8x8, got {text!r}") from err
+    if rows < 1 or cols < 1 or rows > 64 or cols > 64:
+        raise argparse.ArgumentTypeError(f"array {text} outside 1x1..64x64")
+    return rows, cols
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from vitsim.verify import verify
+
+    r = verify(args.program, args.layer, args.block, args.sim, *args.array, waves=args.waves)
+    if args.json:
+        print(json.dumps(r, sort_keys=True))
+    else:
+        print(f"{r['program']}: block {r['block']} on a {r['array']} array ({r['sim']})")
+        for x in r["layers"]:
+            status = "bit-exact" if x["bit_exact"] else f"MISMATCH first at {x['first_mismatch']}"
+            print(f"  {x['layer']:<32} {status:<10} cycles rtl {x['rtl_cycles']:>8} model {x['model_cycles']:>8}  "
+                  f"{x['energy_pj'] / 1e3:9.1f} nJ  {x['wall_s']:6.2f} s")
+        print(f"  {r['total_cycles']} cycles simulated at {r['simulated_cycles_per_s']} cycles/s")
+    if not (r["all_bit_exact"] and r["cycles_equal"]):
+        for x in r["layers"]:
+            if not x["bit_exact"]:
+                print(f"vitsim verify: {x['layer']} differs from hwsim; first mismatch {x['first_mismatch']}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vitsim.demo import run_demo
 
@@ -145,6 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     data_flags(p)
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("verify", help="check GEMM layers on the RTL against hwsim (bit-exact, equal cycles)",
+                       formatter_class=fmt)
+    p.add_argument("program")
+    p.add_argument("--layer", default="all", help="qkv, matmul_qk, matmul_av, proj, fc1, fc2 or all")
+    p.add_argument("--block", type=int, default=0, help="transformer block index")
+    p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
+    p.add_argument("--array", type=_array, default=(8, 8), help="PE array RxC")
+    p.add_argument("--waves", action="store_true", help="keep the run folder and dump waveforms")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
     p = sub.add_parser("demo", help="end-to-end flow on the bundled model", formatter_class=fmt)
     p.add_argument("--out-dir", default="out/demo")
     p.add_argument("--limit", type=_positive, default=2000, help="test images per evaluation")
@@ -161,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     from models.imagefolder import FolderError
     from quant.parts import QuantError
 
+    from rtl.runner import SimulatorMissing
+
     try:
         return args.func(args)
-    except (ProgramError, CheckpointError, DatasetError, FolderError, QuantError, KeyError, ValueError, FileNotFoundError) as err:
+    except (ProgramError, CheckpointError, DatasetError, FolderError, QuantError, KeyError, ValueError, FileNotFoundError,
+            SimulatorMissing) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"vitsim {args.command}: error: {message}", file=sys.stderr)
         return 2

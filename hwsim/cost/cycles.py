@@ -2,8 +2,8 @@
 
 A tile computes an R x C block of out = A[M, K] x B[N, K]^T:
     1 clear cycle + (K_steps + R + C - 2) feed cycles (skewed operands meet in PE (i, j) at step k + i + j)
-    + R requant cycles (one tile row per cycle through the C column shifters)
-    = K_steps + 2R + C - 1,   K_steps = ceil(K / 2) when both operands are <= 4 bits (two int4 MACs per PE), else K.
+    + (R + 1) requant cycles (each latches one tile row into the C column shifters, writes the previous one)
+    + 1 done cycle = K_steps + 2R + C + 1,   K_steps = ceil(K / 2) when both operands are <= 4 bits (two int4 MACs per PE), else K.
 Partial edge tiles take the full schedule (zeros are fed). Tiles run one after another.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ def k_steps(k: int, mode: int) -> int:
 
 def gemm_tile_cycles(k: int, rows: int, cols: int, mode: int) -> int:
     """Cycles from start to done for one tile (see module docstring)."""
-    return k_steps(k, mode) + 2 * rows + cols - 1
+    return k_steps(k, mode) + 2 * rows + cols + 1
 
 
 @dataclass(frozen=True)

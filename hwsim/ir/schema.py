@@ -91,6 +91,13 @@ class Program:
     ops: list[Op]
     constants: dict[str, np.ndarray]
     metadata: dict[str, Any] = field(default_factory=dict)
+    _packed: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def packed(self, name: str) -> np.ndarray:
+        """Constant ``name`` as a contiguous int16 array, converted once per program (GEMM operands are int16)."""
+        if name not in self._packed:
+            self._packed[name] = np.ascontiguousarray(self.constants[name], dtype=np.int16)
+        return self._packed[name]
 
     def spec(self, name: str) -> TensorSpec:
         if name not in self.tensors:

@@ -6,8 +6,9 @@ memory: int8/int4 values and PTF-shifted or log2-decoded ones fit. The int32 pat
 |acc| = K * max|a| * max|b| + max|bias| cannot exceed int32 (so it never wraps); otherwise int64 is used. Results outside
 the configured accumulator width are saturated and counted, never wrapped.
 
-Speed: the inner loop is an int16 x int16 -> int32 multiply-add over contiguous K, which LLVM lowers to ``vpmaddwd``;
-4 x 4 register tiles reuse each loaded operand four times; rows run in parallel threads (``prange``).
+Speed: the inner loop is a single int16 x int16 -> int32 dot product over contiguous K, which LLVM lowers to
+``vpmaddwd`` (measured: it does not vectorize several reductions in one loop, so register tiling in Python source
+loses the vector unit); rows run in parallel threads (``prange``).
 """
 from __future__ import annotations
 
@@ -21,57 +22,17 @@ INT32_MAX = 2**31 - 1
 def _gemm_i32(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     g_count, m, k = a.shape
     n = b.shape[1]
-    m_tiles = (m + 3) // 4
-    for task in prange(g_count * m_tiles):
-        g = task // m_tiles
-        i0 = (task % m_tiles) * 4
-        i_end = min(i0 + 4, m)
-        if i_end - i0 == 4:
-            for j0 in range(0, n - 3, 4):
-                c00 = c01 = c02 = c03 = np.int32(0)
-                c10 = c11 = c12 = c13 = np.int32(0)
-                c20 = c21 = c22 = c23 = np.int32(0)
-                c30 = c31 = c32 = c33 = np.int32(0)
-                for p in range(k):
-                    a0 = np.int32(a[g, i0, p])
-                    a1 = np.int32(a[g, i0 + 1, p])
-                    a2 = np.int32(a[g, i0 + 2, p])
-                    a3 = np.int32(a[g, i0 + 3, p])
-                    b0 = np.int32(b[g, j0, p])
-                    b1 = np.int32(b[g, j0 + 1, p])
-                    b2 = np.int32(b[g, j0 + 2, p])
-                    b3 = np.int32(b[g, j0 + 3, p])
-                    c00 += a0 * b0
-                    c01 += a0 * b1
-                    c02 += a0 * b2
-                    c03 += a0 * b3
-                    c10 += a1 * b0
-                    c11 += a1 * b1
-                    c12 += a1 * b2
-                    c13 += a1 * b3
-                    c20 += a2 * b0
-                    c21 += a2 * b1
-                    c22 += a2 * b2
-                    c23 += a2 * b3
-                    c30 += a3 * b0
-                    c31 += a3 * b1
-                    c32 += a3 * b2
-                    c33 += a3 * b3
-                out[g, i0, j0], out[g, i0, j0 + 1], out[g, i0, j0 + 2], out[g, i0, j0 + 3] = c00, c01, c02, c03
-                out[g, i0 + 1, j0], out[g, i0 + 1, j0 + 1], out[g, i0 + 1, j0 + 2], out[g, i0 + 1, j0 + 3] = c10, c11, c12, c13
-                out[g, i0 + 2, j0], out[g, i0 + 2, j0 + 1], out[g, i0 + 2, j0 + 2], out[g, i0 + 2, j0 + 3] = c20, c21, c22, c23
-                out[g, i0 + 3, j0], out[g, i0 + 3, j0 + 1], out[g, i0 + 3, j0 + 2], out[g, i0 + 3, j0 + 3] = c30, c31, c32, c33
-            j_start = n - n % 4
-        else:
-            j_start = 0
-        # Remainder columns (and the short last row tile): plain dot products.
-        for i in range(i0, i_end):
-            jj = j_start if i_end - i0 == 4 else 0
-            for j in range(jj, n):
-                acc = np.int32(0)
-                for p in range(k):
-                    acc += np.int32(a[g, i, p]) * np.int32(b[g, j, p])
-                out[g, i, j] = acc
+    for task in prange(g_count * m):
+        g = task // m
+        row = a[g, task % m]
+        dst = out[g, task % m]
+        for j in range(n):
+            col = b[g, j]
+            # One reduction per loop: the form LLVM vectorizes into vpmaddwd (several in one loop it does not).
+            acc = np.int32(0)
+            for p in range(k):
+                acc += row[p] * col[p]
+            dst[j] = acc
 
 
 @njit(cache=True, parallel=True)

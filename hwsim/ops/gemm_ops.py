@@ -26,13 +26,22 @@ def check_linear(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> lis
     need(b is None or b == (w[0],), f"bias shape {b}, want ({w[0]},)")
     s = param_shape(op, program, "input_shift", required=False)
     need(s is None or s == (w[1],), f"input_shift shape {s}, want ({w[1]},)")
+    _check_operand_widths(op, program, [op.inputs[0], op.params["weight"]], op.params.get("input_shift"))
     return [x[:-1] + (w[0],)]
+
+
+def _check_operand_widths(op: Op, program: Program, names: list[str], shift: str | None = None) -> None:
+    """GEMM operands travel as int16 (hwsim.kernels.gemm): operand bits plus any PTF shift must fit."""
+    extra = int(program.constants[shift].max()) if shift is not None and program.constants[shift].size else 0
+    for i, name in enumerate(names):
+        bits = program.tensors[name].bits + (extra if i == 0 else 0)
+        need(bits <= 16, f"operand {name!r} is {bits} bits wide; GEMM operands are limited to 16 bits")
 
 
 @register_op("Linear", check_linear)
 def run_linear(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
-    w = program.param(op, "weight")
+    w = program.packed(op.params["weight"])
     shift = program.param(op, "input_shift")
     a = x.reshape(1, -1, x.shape[-1]).astype(np.int16)
     if shift is not None:
@@ -46,6 +55,7 @@ def check_conv(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[
     w = param_shape(op, program, "weight")
     stride, pad = int(op.attrs.get("stride", 1)), int(op.attrs.get("padding", 0))
     need(len(x) == 3 and len(w) == 4 and x[0] == w[1], f"conv weight {w} does not fit input {x} (want [O, {x[0]}, kh, kw])")
+    _check_operand_widths(op, program, [op.inputs[0], op.params["weight"]])
     b = param_shape(op, program, "bias", required=False)
     need(b is None or b == (w[0],), f"bias shape {b}, want ({w[0]},)")
     h = (x[1] + 2 * pad - w[2]) // stride + 1
@@ -66,7 +76,7 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad: int) -> np.ndarray
 @register_op("Conv2d", check_conv)
 def run_conv(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
-    w = program.param(op, "weight")
+    w = program.packed(op.params["weight"])
     stride, pad = int(op.attrs.get("stride", 1)), int(op.attrs.get("padding", 0))
     cols = im2col(x, w.shape[2], w.shape[3], stride, pad)
     bsz, positions, k = cols.shape
@@ -78,6 +88,8 @@ def run_conv(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[n
 def check_matmul(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
     a, b = shapes
     need(len(a) == len(b) >= 2 and a[:-2] == b[:-2], f"batch dims of {a} and {b} differ")
+    _check_operand_widths(op, program, [] if op.attrs.get("a_log2_bits", 0) else [op.inputs[0]])
+    _check_operand_widths(op, program, [op.inputs[1]])
     if op.attrs.get("transpose_b", False):
         need(a[-1] == b[-1], f"a {a} @ b^T {b}: inner sizes differ")
         return [a[:-1] + (b[-2],)]

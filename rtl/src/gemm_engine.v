@@ -1,11 +1,14 @@
 // GEMM tile engine: buffers + skewed feeder + R x C systolic_array + one shift_requant per column.
 // The testbench fills the buffers (write port, or $readmemh of a.hex/b.hex/bias.hex/shift.hex/ptf.hex on `load` in
-// simulation), sets the layer sizes and a tile origin (m0, n0), pulses `start`; the tile computes
+// simulation) and sets the layer sizes. `start` runs the one tile at (m0, n0); `run_layer` runs every tile of the
+// layer in row-major order, back to back, recording each tile's cycle count in a buffer (tiles.hex on `dump`). A tile
+// computes
 //   out[m][n] = requant(sum_k A[m][k] * B[n][k] (+PTF, packed int4 or log2 per `mode`) + bias[n], shift[n])
 // for m0 <= m < m0+R, n0 <= n < n0+C autonomously and pulses `done`. Buffers: A[m*K + k], B[n*K + k], out[m*N + n].
 // Schedule (the cycle model hwsim.cost.cycles reproduces): 1 clear cycle, K_steps + R + C - 2 feed cycles (PE (i, j)
-// meets reduction step k at cycle k + i + j), then R requant cycles, one tile row per cycle through the C shifters:
-//   cycles = K_steps + 2R + C - 1,  K_steps = ceil(K / 2) in mode 1 (two int4 MACs per PE), else K.
+// meets reduction step k at cycle k + i + j), then R + 1 requant cycles: each latches one tile row of accumulators
+// into the C column shifters and writes the row latched the cycle before:
+// and 1 done cycle:  cycles = K_steps + 2R + C + 1,  K_steps = ceil(K / 2) in mode 1 (two int4 MACs per PE), else K.
 module gemm_engine #(
     parameter integer R = 8,
     parameter integer C = 8,
@@ -32,6 +35,8 @@ module gemm_engine #(
     input  wire                    load,
     input  wire                    dump,
     input  wire                    start,
+    input  wire                    run_layer,
+    output reg                     layer_done,
     output wire                    busy,
     output reg                     done,
     output reg  [31:0]             cycles
@@ -46,10 +51,21 @@ module gemm_engine #(
     reg [1:0]       ptf_mem   [0:DEPTH-1];
     reg [OUT_W-1:0] out_mem   [0:DEPTH-1];
     reg [ACC_W-1:0] acc_mem   [0:DEPTH-1];
+    reg [31:0]      tile_mem  [0:DEPTH-1];  // cycles of each tile of the last run_layer
 
     reg [2:0]  state;
     reg [31:0] t;
     assign busy = (state != S_IDLE);
+
+    // Tile sequencing: the origin of the tile being run, and of the next one in a layer run.
+    reg [15:0] tm0, tn0;
+    reg layer_mode;
+    reg [31:0] tile_count;
+    wire last_col = {16'd0, tn0} + C >= {16'd0, n_total};
+    wire more_tiles = !(last_col && {16'd0, tm0} + R >= {16'd0, m_total});
+    wire [15:0] next_m0 = (state == S_IDLE) ? (run_layer ? 16'd0 : m0) : (last_col ? tm0 + R[15:0] : tm0);
+    wire [15:0] next_n0 = (state == S_IDLE) ? (run_layer ? 16'd0 : n0) : (last_col ? 16'd0 : tn0 + C[15:0]);
+    wire begin_tile = (state == S_IDLE && (start || run_layer)) || (state == S_DONE && layer_mode && more_tiles);
 
     wire [31:0] k_steps = (mode == 2'd1) ? ({16'd0, k_total} + 32'd1) >> 1 : {16'd0, k_total};
     wire [31:0] feed_last = k_steps + R + C - 3;
@@ -78,6 +94,7 @@ module gemm_engine #(
         if (dump) begin
             $writememh("out.hex", out_mem, 0, m_total * n_total - 1);
             $writememh("acc.hex", acc_mem, 0, m_total * n_total - 1);
+            $writememh("tiles.hex", tile_mem, 0, tile_count - 1);
         end
     end
 `endif
@@ -92,16 +109,24 @@ module gemm_engine #(
     wire [31:0] nt = (state == S_CLEAR) ? 32'd0 : t + 32'd1;
     wire [31:0] k32 = {16'd0, k_total};
     integer i, j;
+    reg [31:0] a_base [0:R-1];  // (m0 + i) * K, latched at start so the feeder only adds
+    reg [31:0] b_base [0:C-1];
+    always @(posedge clk) begin : tile_bases
+        if (begin_tile) begin
+            for (i = 0; i < R; i = i + 1) a_base[i] <= ({16'd0, next_m0} + i) * k32;
+            for (j = 0; j < C; j = j + 1) b_base[j] <= ({16'd0, next_n0} + j) * k32;
+        end
+    end
     always @(posedge clk) begin : feeder
         for (i = 0; i < R; i = i + 1) begin
-            if (feeding && nt >= i && nt - i < k_steps && {16'd0, m0} + i < {16'd0, m_total}) begin
+            if (feeding && nt >= i && nt - i < k_steps && {16'd0, tm0} + i < {16'd0, m_total}) begin
                 if (mode == 2'd1) begin
-                    a_rows[i*A_W +: 4] <= a_mem[({16'd0, m0} + i) * k32 + 2 * (nt - i)][3:0];
-                    a_rows[i*A_W+4 +: 4] <= (2 * (nt - i) + 1 < k32) ? a_mem[({16'd0, m0} + i) * k32 + 2 * (nt - i) + 1][3:0] : 4'd0;
+                    a_rows[i*A_W +: 4] <= a_mem[a_base[i] + 2 * (nt - i)][3:0];
+                    a_rows[i*A_W+4 +: 4] <= (2 * (nt - i) + 1 < k32) ? a_mem[a_base[i] + 2 * (nt - i) + 1][3:0] : 4'd0;
                     sh_rows[i*4 +: 2] <= ptf_mem[2 * (nt - i)];
                     sh_rows[i*4+2 +: 2] <= (2 * (nt - i) + 1 < k32) ? ptf_mem[2 * (nt - i) + 1] : 2'd0;
                 end else begin
-                    a_rows[i*A_W +: A_W] <= a_mem[({16'd0, m0} + i) * k32 + (nt - i)];
+                    a_rows[i*A_W +: A_W] <= a_mem[a_base[i] + (nt - i)];
                     sh_rows[i*4 +: 4] <= {2'b00, ptf_mem[nt - i]};
                 end
             end else begin
@@ -110,12 +135,12 @@ module gemm_engine #(
             end
         end
         for (j = 0; j < C; j = j + 1) begin
-            if (feeding && nt >= j && nt - j < k_steps && {16'd0, n0} + j < {16'd0, n_total}) begin
+            if (feeding && nt >= j && nt - j < k_steps && {16'd0, tn0} + j < {16'd0, n_total}) begin
                 if (mode == 2'd1) begin
-                    b_cols[j*B_W +: 4] <= b_mem[({16'd0, n0} + j) * k32 + 2 * (nt - j)][3:0];
-                    b_cols[j*B_W+4 +: 4] <= (2 * (nt - j) + 1 < k32) ? b_mem[({16'd0, n0} + j) * k32 + 2 * (nt - j) + 1][3:0] : 4'd0;
+                    b_cols[j*B_W +: 4] <= b_mem[b_base[j] + 2 * (nt - j)][3:0];
+                    b_cols[j*B_W+4 +: 4] <= (2 * (nt - j) + 1 < k32) ? b_mem[b_base[j] + 2 * (nt - j) + 1][3:0] : 4'd0;
                 end else begin
-                    b_cols[j*B_W +: B_W] <= b_mem[({16'd0, n0} + j) * k32 + (nt - j)];
+                    b_cols[j*B_W +: B_W] <= b_mem[b_base[j] + (nt - j)];
                 end
             end else begin
                 b_cols[j*B_W +: B_W] <= {B_W{1'b0}};
@@ -128,17 +153,24 @@ module gemm_engine #(
     reg [7:0]       shift_r [0:C-1];
     always @(posedge clk) begin : column_params
         for (j = 0; j < C; j = j + 1) begin
-            if (state == S_IDLE && start) begin
-                bias_r[j]  <= ({16'd0, n0} + j < {16'd0, n_total}) ? bias_mem[{16'd0, n0} + j] : {ACC_W{1'b0}};
-                shift_r[j] <= ({16'd0, n0} + j < {16'd0, n_total}) ? shift_mem[{16'd0, n0} + j] : 8'd0;
+            if (begin_tile) begin
+                bias_r[j]  <= ({16'd0, next_n0} + j < {16'd0, n_total}) ? bias_mem[{16'd0, next_n0} + j] : {ACC_W{1'b0}};
+                shift_r[j] <= ({16'd0, next_n0} + j < {16'd0, n_total}) ? shift_mem[{16'd0, next_n0} + j] : 8'd0;
             end
         end
     end
 
-    wire [R*C*ACC_W-1:0] acc_flat;
+    // Requant stage input: in S_REQ cycle t < R the array registers tile row t; the shifters see it in cycle t + 1.
+    wire [C*ACC_W-1:0] row_acc;
     systolic_array #(.R(R), .C(C), .A_W(A_W), .B_W(B_W), .ACC_W(ACC_W)) array (
         .clk(clk), .clear(state == S_CLEAR), .en(state == S_FEED), .mode(mode),
-        .a_rows(a_rows), .sh_rows(sh_rows), .b_cols(b_cols), .acc_flat(acc_flat));
+        .a_rows(a_rows), .sh_rows(sh_rows), .b_cols(b_cols),
+        .capture(state == S_REQ && t < R), .row_sel(t[7:0]), .row_acc(row_acc));
+
+    reg [31:0] row_d;  // the tile row now held in the array's row_acc register
+    always @(posedge clk) begin : track_row
+        if (state == S_REQ && t < R) row_d <= t;
+    end
 
     // One shifter requantizer per column; in S_REQ row t of the tile passes through them.
     wire [C*ACC_W-1:0] acc_col;
@@ -146,27 +178,36 @@ module gemm_engine #(
     genvar g;
     generate
         for (g = 0; g < C; g = g + 1) begin : g_requant
-            wire [ACC_W-1:0] x = acc_flat[(t[7:0] * C + g) * ACC_W +: ACC_W];
             shift_requant #(.ACC_W(ACC_W), .OUT_W(OUT_W)) rq (
-                .x(x), .bias(bias_r[g]), .shift(shift_r[g]), .qmin(qmin), .qmax(qmax),
+                .x(row_acc[g*ACC_W +: ACC_W]), .bias(bias_r[g]), .shift(shift_r[g]), .qmin(qmin), .qmax(qmax),
                 .acc(acc_col[g*ACC_W +: ACC_W]), .y(y_col[g*OUT_W +: OUT_W]));
         end
     endgenerate
 
     integer c;
-    wire [31:0] m_row = {16'd0, m0} + t;
+    wire [31:0] m_row = {16'd0, tm0} + row_d;
     always @(posedge clk) begin : control
         done <= 1'b0;
+        layer_done <= 1'b0;
         if (rst) begin
             state <= S_IDLE;
             t <= 32'd0;
             cycles <= 32'd0;
+            layer_mode <= 1'b0;
+            tile_count <= 32'd0;
         end else begin
-            case (state)
-                S_IDLE: if (start) begin
-                    state <= S_CLEAR;
-                    cycles <= 32'd0;
+            if (begin_tile) begin
+                state <= S_CLEAR;
+                tm0 <= next_m0;
+                tn0 <= next_n0;
+                cycles <= 32'd0;
+                if (state == S_IDLE) begin
+                    layer_mode <= run_layer;
+                    tile_count <= 32'd0;
                 end
+            end
+            case (state)
+                S_IDLE: ;
                 S_CLEAR: begin
                     state <= S_FEED;
                     t <= 32'd0;
@@ -183,18 +224,24 @@ module gemm_engine #(
                 end
                 S_REQ: begin
                     cycles <= cycles + 1;
-                    for (c = 0; c < C; c = c + 1) begin
-                        if (m_row < {16'd0, m_total} && {16'd0, n0} + c < {16'd0, n_total}) begin
-                            out_mem[m_row * n_total + {16'd0, n0} + c] <= y_col[c*OUT_W +: OUT_W];
-                            acc_mem[m_row * n_total + {16'd0, n0} + c] <= acc_col[c*ACC_W +: ACC_W];
+                    if (t > 0) for (c = 0; c < C; c = c + 1) begin
+                        if (m_row < {16'd0, m_total} && {16'd0, tn0} + c < {16'd0, n_total}) begin
+                            out_mem[m_row * n_total + {16'd0, tn0} + c] <= y_col[c*OUT_W +: OUT_W];
+                            acc_mem[m_row * n_total + {16'd0, tn0} + c] <= acc_col[c*ACC_W +: ACC_W];
                         end
                     end
-                    if (t == R - 1) state <= S_DONE;
+                    if (t == R) state <= S_DONE;
                     else t <= t + 1;
                 end
-                default: begin
-                    state <= S_IDLE;
+                default: begin  // S_DONE: the tile's last cycle
                     done <= 1'b1;
+                    tile_mem[tile_count] <= cycles + 1;
+                    tile_count <= tile_count + 1;
+                    if (!begin_tile) begin
+                        state <= S_IDLE;
+                        layer_done <= layer_mode;
+                        cycles <= cycles + 1;
+                    end
                 end
             endcase
         end

@@ -23,25 +23,29 @@ module mac_pe #(
     output reg  [3:0]              sh_out,
     output reg  signed [ACC_W-1:0] acc
 );
-    wire signed [ACC_W-1:0] a_full = {{(ACC_W-A_W){a_in[A_W-1]}}, a_in};
-    wire signed [ACC_W-1:0] b_full = {{(ACC_W-B_W){b_in[B_W-1]}}, b_in};
-    wire signed [ACC_W-1:0] a_lo = {{(ACC_W-4){a_in[3]}}, a_in[3:0]};
-    wire signed [ACC_W-1:0] a_hi = {{(ACC_W-4){a_in[7]}}, a_in[7:4]};
-    wire signed [ACC_W-1:0] b_lo = {{(ACC_W-4){b_in[3]}}, b_in[3:0]};
-    wire signed [ACC_W-1:0] b_hi = {{(ACC_W-4){b_in[7]}}, b_in[7:4]};
+    // Only the active mode's product is computed, at its natural width (an event-driven simulator then evaluates
+    // one narrow multiply per cycle instead of three 32-bit ones).
+    localparam integer P_W = A_W + B_W;
     wire [3:0] code = a_in[3:0];
     wire [3:0] log_shift = LOG_TOP[3:0] - code;
-
-    wire signed [ACC_W-1:0] prod8 = (a_full * b_full) <<< sh_in[1:0];
-    wire signed [ACC_W-1:0] prod4 = ((a_lo * b_lo) <<< sh_in[1:0]) + ((a_hi * b_hi) <<< sh_in[3:2]);
-    wire signed [ACC_W-1:0] prodlog = (code > LOG_TOP[3:0]) ? {ACC_W{1'b0}} : (b_full <<< log_shift);
-
+    reg signed [P_W-1:0] p_full;
+    reg signed [7:0]     p_lo, p_hi;
     reg signed [ACC_W-1:0] product;
     always @(*) begin : select_product
+        p_full = {P_W{1'b0}};
+        p_lo = 8'sd0;
+        p_hi = 8'sd0;
         case (mode)
-            2'd1:    product = prod4;
-            2'd2:    product = prodlog;
-            default: product = prod8;
+            2'd1: begin
+                p_lo = $signed(a_in[3:0]) * $signed(b_in[3:0]);
+                p_hi = $signed(a_in[7:4]) * $signed(b_in[7:4]);
+                product = ({{(ACC_W-8){p_lo[7]}}, p_lo} <<< sh_in[1:0]) + ({{(ACC_W-8){p_hi[7]}}, p_hi} <<< sh_in[3:2]);
+            end
+            2'd2: product = (code > LOG_TOP[3:0]) ? {ACC_W{1'b0}} : ({{(ACC_W-B_W){b_in[B_W-1]}}, b_in} <<< log_shift);
+            default: begin
+                p_full = a_in * b_in;
+                product = {{(ACC_W-P_W){p_full[P_W-1]}}, p_full} <<< sh_in[1:0];
+            end
         endcase
     end
 

@@ -13,7 +13,8 @@ module shift_requant #(
     output wire signed [ACC_W-1:0] acc,
     output reg  signed [OUT_W-1:0] y
 );
-    localparam integer W = ACC_W + 18;  // room for the rounding carry and left shifts up to 16
+    // Room for the rounding carry, left shifts up to 16 and the rounding constant 2^(s-1) of right shifts up to 47.
+    localparam integer W = (ACC_W + 18 > 50) ? ACC_W + 18 : 50;
     wire signed [ACC_W:0] sum = {x[ACC_W-1], x} + {bias[ACC_W-1], bias};
     // The (ACC_W+1)-bit sum left the ACC_W range exactly when its two top bits differ.
     wire over = ~sum[ACC_W] & sum[ACC_W-1];
