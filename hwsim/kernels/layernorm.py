@@ -14,7 +14,7 @@ decreases: the exact floor(sqrt(var)) that RTL gets from a digit-by-digit root.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from hwsim.kernels.requant import rshift_round
 
@@ -39,14 +39,14 @@ def isqrt(v: int) -> int:
         x = y
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def layernorm_int(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, shift: np.ndarray, qmin: int, qmax: int,
                   out: np.ndarray) -> int:
     """Integer LayerNorm over the last axis of a 2-D array; returns the saturation count."""
     rows, c = x.shape
     saturated = 0
-    y = np.empty(c, dtype=np.int64)
-    for r in range(rows):
+    for r in prange(rows):
+        y = np.empty(c, dtype=np.int64)
         total = np.int64(0)
         for j in range(c):
             total += x[r, j]

@@ -8,7 +8,7 @@ Every kernel returns the number of outputs that saturated, so no clamp is silent
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True, inline="always")
@@ -19,13 +19,13 @@ def rshift_round(x: int, s: int) -> int:
     return x << (-s)
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def requant_shift(x: np.ndarray, shift: np.ndarray, qmin: int, qmax: int, out: np.ndarray) -> int:
     """out[r, c] = clamp(rshift_round(x[r, c], shift[c or 0])); returns the saturation count."""
     rows, cols = x.shape
     per_channel = shift.shape[0] > 1
     saturated = 0
-    for r in range(rows):
+    for r in prange(rows):
         for c in range(cols):
             s = shift[c] if per_channel else shift[0]
             v = rshift_round(np.int64(x[r, c]), s)
@@ -61,7 +61,7 @@ def requant_dyadic(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, qmi
     return saturated
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def add_aligned(a: np.ndarray, b: np.ndarray, shift_a: int, shift_b: int, qmin: int, qmax: int,
                 out: np.ndarray) -> int:
     """Residual add with alignment: out = clamp(rshift_round(a, shift_a) + rshift_round(b, shift_b)); saturation count."""
@@ -69,7 +69,7 @@ def add_aligned(a: np.ndarray, b: np.ndarray, shift_a: int, shift_b: int, qmin: 
     fa = a.ravel()
     fb = b.ravel()
     fo = out.ravel()
-    for i in range(fa.shape[0]):
+    for i in prange(fa.shape[0]):
         v = rshift_round(np.int64(fa[i]), shift_a) + rshift_round(np.int64(fb[i]), shift_b)
         if v > qmax:
             v = qmax

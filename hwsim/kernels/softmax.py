@@ -11,7 +11,7 @@ The log2 codes let attn @ V run as shifts: sum_j V_j << (2^b - 2 - code_j), scal
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from hwsim.kernels.shiftexp import EXP_FRAC_BITS, exp_shift
 
@@ -28,13 +28,13 @@ def floor_log2(v: int) -> int:
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def softmax_int(x: np.ndarray, frac_bits: int, out_bits: int, log2_out: bool, out: np.ndarray) -> None:
     """Integer softmax over the last axis of a 2-D int array into ``out`` (see module docstring)."""
     rows, n = x.shape
-    exps = np.empty(n, dtype=np.int64)
     zero_code = (1 << out_bits) - 1
-    for r in range(rows):
+    for r in prange(rows):
+        exps = np.empty(n, dtype=np.int64)
         m = x[r, 0]
         for j in range(1, n):
             if x[r, j] > m:
