@@ -96,3 +96,23 @@ def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image
                                 shift, np.zeros(lhs.shape[-1], np.int64), gemm_mode(a_bits, b_bits, log2), a_bits, b_bits,
                                 qmin, qmax, acc_all[h], out_all[h]))
     return jobs
+
+
+@dataclass
+class SoftmaxJob:
+    name: str
+    x: np.ndarray        # [rows, n] integer logits
+    frac_bits: int
+    codes: np.ndarray    # hwsim: [rows, n] log2 codes
+
+
+def softmax_job(program: Program, trace: dict[str, np.ndarray], block: int, image: int = 0) -> SoftmaxJob:
+    """The attention softmax of block ``block`` (all heads' rows) with hwsim's log2 codes."""
+    op = program.op(f"blocks.{block}.attn.softmax")
+    out = program.tensors[op.outputs[0]]
+    if not op.attrs.get("log2", False) or out.bits != 4:
+        raise ValueError(f"{op.name}: the RTL softmax unit produces 4-bit log2 codes (P^2-ViT); this program's softmax "
+                         f"is {'log2' if op.attrs.get('log2') else 'uniform'} {out.bits}-bit")
+    x = trace[op.inputs[0]][image]
+    return SoftmaxJob(op.name, x.reshape(-1, x.shape[-1]), int(op.attrs["frac_bits"]),
+                      trace[op.outputs[0]][image].reshape(-1, x.shape[-1]))

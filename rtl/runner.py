@@ -122,3 +122,23 @@ def run_pe_vectors(sim: str = "verilator", n_random: int = 100_000, seed: int = 
         return json.loads((run_dir / "results.json").read_text())
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run_softmax_job(job, sim: str = "verilator", build_root: Path | None = None, seed: int = 1) -> dict[str, Any]:
+    """Run real attention rows through softmax_unit; returns bit_exact, cycles (RTL and model) per the hwsim trace."""
+    size = job.x.size
+    params = {"ADDR_W": max(12, math.ceil(math.log2(size + 1))), "N_MAX": 1 << max(6, math.ceil(math.log2(job.x.shape[1])))}
+    runner, build_dir = _build(sim, "softmax_unit", ("softmax_unit.v",), params, Path(build_root or DEFAULT_BUILD_ROOT), False)
+    run_dir = build_dir / f"run_{os.getpid()}_{time.time_ns()}"
+    run_dir.mkdir(parents=True)
+    np.savez(run_dir / "rows.npz", x=job.x, codes=job.codes)
+    manifest = {"npz": str(run_dir / "rows.npz"), "results": str(run_dir / "results.json"), "name": job.name,
+                "frac_bits": job.frac_bits}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        runner.test(test_module="rtl.tb_softmax", hdl_toplevel="softmax_unit", build_dir=build_dir, test_dir=run_dir,
+                    extra_env={"VITSIM_RTL_MANIFEST": str(run_dir / "manifest.json")}, seed=seed)
+    finally:
+        result = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result

@@ -45,3 +45,8 @@ def gemm_tiles(m: int, n: int, rows: int, cols: int) -> list[Tile]:
 def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, mode: int) -> int:
     """Cycles of a whole M x K x N GEMM on the array."""
     return len(gemm_tiles(m, n, rows, cols)) * gemm_tile_cycles(k, rows, cols, mode)
+
+
+def softmax_row_cycles(n: int) -> int:
+    """rtl/src/softmax_unit.v: max pass, exponent pass and log2-code pass of n cycles each, plus 1 to finish the row."""
+    return 3 * n + 1

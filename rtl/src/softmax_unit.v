@@ -1,0 +1,156 @@
+// Integer softmax unit with log2 output: I-ViT's Shiftmax exponent (Li & Gu, ICCV 2023) and FQ-ViT's log-int-softmax
+// code (Lin et al., IJCAI 2022), as P^2-ViT uses; the same integers as hwsim.kernels.softmax (log2 mode, 4-bit codes).
+// Per row of n logits (FRAC fractional bits, runtime):
+//   pass 1 (n cycles): m = max_j x_j
+//   pass 2 (n cycles): E_j = exp_shift(x_j - m), S = sum E_j        (shift-add log2(e), linear 2^-frac, F = 15)
+//   pass 3 (n cycles): l = max{l : E_j 2^l <= S}; code = l + [S >= 3 E_j 2^(l-1)] (= round of log2(S / E_j) as
+//                      hwsim's floor(log2 floor(S / E_j)) plus its half bit, without a divider); E_j = 0 or code > 14
+//                      give 15 (the zero code)
+//   1 cycle to finish the row:  cycles per row = 3n + 1 (hwsim.cost.cycles.softmax_row_cycles).
+// `run` processes `rows` rows of x.hex (row-major, n per row) back to back; codes go to out.hex, per-row cycle
+// counts to rows.hex on `dump`.
+module softmax_unit #(
+    parameter integer X_W = 16,
+    parameter integer ADDR_W = 14,
+    parameter integer N_MAX = 1024
+) (
+    input  wire              clk,
+    input  wire              rst,
+    input  wire              load,
+    input  wire              dump,
+    input  wire              run,
+    input  wire [15:0]       n,
+    input  wire [15:0]       rows,
+    input  wire [4:0]        frac,
+    output reg               done
+);
+    localparam integer F = 15;
+    localparam [1:0] S_IDLE = 2'd0, S_MAX = 2'd1, S_EXP = 2'd2, S_LOG = 2'd3;
+    localparam integer DEPTH = 1 << ADDR_W;
+    localparam integer E_AW = $clog2(N_MAX);
+
+    reg [X_W-1:0] x_mem   [0:DEPTH-1];
+    reg [3:0]     out_mem [0:DEPTH-1];
+    reg [31:0]    row_mem [0:DEPTH-1];
+    reg [F:0]     e_mem   [0:N_MAX-1];
+
+`ifndef SYNTHESIS
+    always @(posedge clk) begin : sim_files
+        if (load) $readmemh("x.hex", x_mem);
+        if (dump) begin
+            $writememh("out.hex", out_mem, 0, rows * n - 1);
+            $writememh("rows.hex", row_mem, 0, rows - 1);
+        end
+    end
+`endif
+
+    // 2^F * e^(d / 2^frac) for d <= 0, as hwsim.kernels.shiftexp.exp_shift.
+    /* verilator lint_off UNUSEDSIGNAL */  // part's top bits are zero by construction (r < 2^frac)
+    function [F:0] exp_shift;
+        input signed [X_W+1:0] d;
+        input [4:0] f;
+        reg signed [X_W+3:0] dx, t;
+        reg [X_W+3:0] u, q, r, part;
+        begin
+            dx = {{2{d[X_W+1]}}, d};  // sign-extended and held signed, so >>> below is an arithmetic (floor) shift
+            t = dx + (dx >>> 1) - (dx >>> 4);
+            u = -t;
+            q = u >> f;
+            r = u - (q << f);
+            part = (f >= 5'd14) ? (r >> (f - 5'd14)) : (r << (5'd14 - f));
+            exp_shift = (q > 20'd15) ? {(F+1){1'b0}} : ((16'd32768 - part[F:0]) >> q[4:0]);
+        end
+    endfunction
+    /* verilator lint_on UNUSEDSIGNAL */
+
+    function [5:0] msb;
+        input [39:0] v;
+        integer b;
+        begin
+            msb = 6'd0;
+            for (b = 0; b < 40; b = b + 1)
+                if (v[b]) msb = b[5:0];
+        end
+    endfunction
+
+    // Log2 code of E / S as hwsim's FQ-ViT rounding, without division.
+    function [3:0] log_code;
+        input [39:0] s;
+        input [F:0] e;
+        reg [5:0] l0, l;
+        reg [39:0] e40;
+        reg [4:0] code;
+        begin
+            e40 = {{(39-F){1'b0}}, e};
+            l0 = msb(s) - msb(e40);
+            l = ((e40 << l0) > s) ? l0 - 6'd1 : l0;
+            code = {1'b0, l[3:0]} + ((l >= 6'd1 && s >= ((e40 * 40'd3) << (l - 6'd1))) ? 5'd1 : 5'd0);
+            if (e == 0 || l > 6'd15 || code > 5'd15) log_code = 4'd15;
+            else log_code = code[3:0];
+        end
+    endfunction
+
+    reg [1:0] state;
+    reg [15:0] j, row;
+    reg [ADDR_W-1:0] base;
+    reg [31:0] cycles;
+    reg signed [X_W-1:0] m;
+    reg [39:0] sum;
+    wire signed [X_W-1:0] x_j = x_mem[base + j[ADDR_W-1:0]];
+
+    always @(posedge clk) begin : control
+        done <= 1'b0;
+        if (rst) begin
+            state <= S_IDLE;
+        end else begin
+            case (state)
+                S_IDLE: if (run) begin
+                    state <= S_MAX;
+                    row <= 16'd0;
+                    base <= {ADDR_W{1'b0}};
+                    j <= 16'd0;
+                    cycles <= 32'd0;
+                    m <= {1'b1, {(X_W-1){1'b0}}};
+                end
+                S_MAX: begin
+                    cycles <= cycles + 1;
+                    if (x_j > m) m <= x_j;
+                    if (j == n - 1) begin
+                        j <= 16'd0;
+                        sum <= 40'd0;
+                        state <= S_EXP;
+                    end else j <= j + 1;
+                end
+                S_EXP: begin
+                    cycles <= cycles + 1;
+                    e_mem[j[E_AW-1:0]] <= exp_shift({{2{x_j[X_W-1]}}, x_j} - {{2{m[X_W-1]}}, m}, frac);
+                    sum <= sum + {{(39-F){1'b0}}, exp_shift({{2{x_j[X_W-1]}}, x_j} - {{2{m[X_W-1]}}, m}, frac)};
+                    if (j == n - 1) begin
+                        j <= 16'd0;
+                        state <= S_LOG;
+                    end else j <= j + 1;
+                end
+                default: begin  // S_LOG, then the row's last cycle
+                    cycles <= cycles + 1;
+                    if (j < n) begin
+                        out_mem[base + j[ADDR_W-1:0]] <= log_code(sum, e_mem[j[E_AW-1:0]]);
+                        j <= j + 1;
+                    end else begin
+                        row_mem[row[ADDR_W-1:0]] <= cycles + 1;
+                        cycles <= 32'd0;
+                        j <= 16'd0;
+                        m <= {1'b1, {(X_W-1){1'b0}}};
+                        if (row == rows - 1) begin
+                            state <= S_IDLE;
+                            done <= 1'b1;
+                        end else begin
+                            row <= row + 1;
+                            base <= base + n[ADDR_W-1:0];
+                            state <= S_MAX;
+                        end
+                    end
+                end
+            endcase
+        end
+    end
+endmodule
