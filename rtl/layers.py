@@ -116,3 +116,25 @@ def softmax_job(program: Program, trace: dict[str, np.ndarray], block: int, imag
     x = trace[op.inputs[0]][image]
     return SoftmaxJob(op.name, x.reshape(-1, x.shape[-1]), int(op.attrs["frac_bits"]),
                       trace[op.outputs[0]][image].reshape(-1, x.shape[-1]))
+
+
+@dataclass
+class LayerNormJob:
+    name: str
+    x: np.ndarray       # [rows, c]
+    gamma: np.ndarray   # [c]
+    beta: np.ndarray
+    shift: np.ndarray
+    qmin: int
+    qmax: int
+    out: np.ndarray     # hwsim: [rows, c]
+
+
+def layernorm_job(program: Program, trace: dict[str, np.ndarray], name: str, image: int = 0) -> LayerNormJob:
+    """The LayerNorm op ``name`` (e.g. blocks.0.norm1) of one traced image, with hwsim's output."""
+    op = program.op(name)
+    x = trace[op.inputs[0]][image]
+    spec = program.tensors[op.outputs[0]]
+    p = {r: program.constants[op.params[r]].astype(np.int64) for r in ("gamma", "beta", "shift")}
+    return LayerNormJob(name, x.reshape(-1, x.shape[-1]), p["gamma"], p["beta"], p["shift"], spec.qmin, spec.qmax,
+                        trace[op.outputs[0]][image].reshape(-1, x.shape[-1]))

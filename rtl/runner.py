@@ -142,3 +142,22 @@ def run_softmax_job(job, sim: str = "verilator", build_root: Path | None = None,
         result = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
+
+
+def run_layernorm_job(job, sim: str = "verilator", build_root: Path | None = None, seed: int = 1) -> dict[str, Any]:
+    """Run real LayerNorm rows through layernorm_unit; returns bit_exact and cycles (RTL and model)."""
+    params = {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1))), "C_MAX": 1 << max(6, math.ceil(math.log2(job.x.shape[1])))}
+    runner, build_dir = _build(sim, "layernorm_unit", ("layernorm_unit.v",), params, Path(build_root or DEFAULT_BUILD_ROOT), False)
+    run_dir = build_dir / f"run_{os.getpid()}_{time.time_ns()}"
+    run_dir.mkdir(parents=True)
+    np.savez(run_dir / "rows.npz", x=job.x, gamma=job.gamma, beta=job.beta, shift=job.shift, out=job.out)
+    manifest = {"npz": str(run_dir / "rows.npz"), "results": str(run_dir / "results.json"), "name": job.name,
+                "qmin": job.qmin, "qmax": job.qmax}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        runner.test(test_module="rtl.tb_layernorm", hdl_toplevel="layernorm_unit", build_dir=build_dir, test_dir=run_dir,
+                    extra_env={"VITSIM_RTL_MANIFEST": str(run_dir / "manifest.json")}, seed=seed)
+    finally:
+        result = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rtl.runner import SRC
 
-DEPENDENCIES = {"mac_pe": [], "shift_requant": [], "softmax_unit": [], "systolic_array": ["mac_pe"], "pe_harness": ["mac_pe", "shift_requant"],
+DEPENDENCIES = {"mac_pe": [], "shift_requant": [], "softmax_unit": [], "layernorm_unit": [], "systolic_array": ["mac_pe"], "pe_harness": ["mac_pe", "shift_requant"],
                 "gemm_engine": ["mac_pe", "systolic_array", "shift_requant"]}
 
 

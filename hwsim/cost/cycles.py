@@ -50,3 +50,9 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, mode: int) -> int:
 def softmax_row_cycles(n: int) -> int:
     """rtl/src/softmax_unit.v: max pass, exponent pass and log2-code pass of n cycles each, plus 1 to finish the row."""
     return 3 * n + 1
+
+
+def layernorm_row_cycles(c: int) -> int:
+    """rtl/src/layernorm_unit.v: three passes over c channels, two 48-step divisions and a 32-step square root, each
+    followed by one commit cycle, and 1 cycle to finish the row."""
+    return 3 * c + 133

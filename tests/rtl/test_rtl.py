@@ -14,7 +14,7 @@ from rtl.layers import GEMM_KINDS, block_jobs
 from rtl.runner import SIMULATORS, SRC, run_gemm_jobs, run_pe_vectors
 
 pytestmark = pytest.mark.rtl
-MODULES = {"mac_pe": [], "shift_requant": [], "softmax_unit": [], "systolic_array": ["mac_pe"], "pe_harness": ["mac_pe", "shift_requant"],
+MODULES = {"mac_pe": [], "shift_requant": [], "softmax_unit": [], "layernorm_unit": [], "systolic_array": ["mac_pe"], "pe_harness": ["mac_pe", "shift_requant"],
            "gemm_engine": ["mac_pe", "systolic_array", "shift_requant"]}
 
 
@@ -74,7 +74,8 @@ def test_verilator_lint_is_clean(top):
 
 @pytest.mark.parametrize("top,params", [("mac_pe", {}), ("shift_requant", {}), ("systolic_array", {"R": 4, "C": 4}),
                                         ("gemm_engine", {"R": 2, "C": 2, "ADDR_W": 4}),
-                                        ("softmax_unit", {"ADDR_W": 6, "N_MAX": 16})])
+                                        ("softmax_unit", {"ADDR_W": 6, "N_MAX": 16}),
+                                        ("layernorm_unit", {"ADDR_W": 6, "C_MAX": 16})])
 def test_yosys_synthesizes(top, params):
     from rtl.synth import synth_cells
 
@@ -108,4 +109,35 @@ def test_softmax_unit_on_random_rows_covers_every_code(sim):
     softmax_int(x, 8, 4, True, codes)
     assert set(np.unique(codes)) >= set(range(0, 16, 3))
     r = run_softmax_job(SoftmaxJob("random", x, 8, codes), sim)
+    assert r["bit_exact"] and r["cycles_equal_per_row"], r
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
+def test_layernorm_unit_on_real_rows(sim, bits, p2vit_programs, fmnist_test):
+    from rtl.layers import layernorm_job
+    from rtl.runner import run_layernorm_job
+
+    program = p2vit_programs[bits]
+    trace = run(program, quantize_input(program, fmnist_test[0][:1]), trace=True).trace
+    r = run_layernorm_job(layernorm_job(program, trace, "blocks.0.norm2"), sim)
+    assert r["bit_exact"], r
+    assert r["cycles_equal_per_row"] and r["rtl_cycles"] == r["model_cycles"], r
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_layernorm_unit_on_random_rows(sim):
+    from hwsim.kernels.layernorm import layernorm_int
+    from rtl.layers import LayerNormJob
+    from rtl.runner import run_layernorm_job
+
+    rng = np.random.default_rng(9)
+    x = rng.integers(-2**15, 2**15, (40, 48)).astype(np.int64)
+    x[0] = 77  # a constant row: variance 0
+    x[1] = rng.integers(-3, 3, 48)
+    gamma, beta = rng.integers(-2**15, 2**15, 48), rng.integers(-2**40, 2**40, 48)
+    shift = rng.integers(20, 48, 48)
+    out = np.empty_like(x)
+    layernorm_int(x, gamma, beta, shift, -128, 127, out)
+    r = run_layernorm_job(LayerNormJob("random", x, gamma, beta, shift, -128, 127, out), sim)
     assert r["bit_exact"] and r["cycles_equal_per_row"], r
