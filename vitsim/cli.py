@@ -108,8 +108,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{r['program']}: block {r['block']} on a {r['array']} array ({r['sim']})")
         for x in r["layers"]:
             status = "bit-exact" if x["bit_exact"] else f"MISMATCH first at {x['first_mismatch']}"
+            energy = "       n/a" if x["energy_pj"] is None else f"{x['energy_pj'] / 1e3:7.1f} nJ"
             print(f"  {x['layer']:<32} {status:<10} cycles rtl {x['rtl_cycles']:>8} model {x['model_cycles']:>8}  "
-                  f"{x['energy_pj'] / 1e3:9.1f} nJ  {x['wall_s']:6.2f} s")
+                  f"{energy}  {x['wall_s']:6.2f} s")
         print(f"  {r['total_cycles']} cycles simulated at {r['simulated_cycles_per_s']} cycles/s")
     if not (r["all_bit_exact"] and r["cycles_equal"]):
         for x in r["layers"]:
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check GEMM layers on the RTL against hwsim (bit-exact, equal cycles)",
                        formatter_class=fmt)
     p.add_argument("program")
-    p.add_argument("--layer", default="all", help="qkv, matmul_qk, matmul_av, proj, fc1, fc2 or all")
+    p.add_argument("--layer", default="all", help="qkv, matmul_qk, matmul_av, proj, fc1, fc2, softmax, norm1, norm2 or all")
     p.add_argument("--block", type=int, default=0, help="transformer block index")
     p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
     p.add_argument("--array", type=_array, default=(8, 8), help="PE array RxC")

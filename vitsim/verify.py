@@ -13,8 +13,11 @@ from hwsim.cost.cycles import gemm_tiles
 from hwsim.cost.energy import tile_activity, tile_energy_pj
 from hwsim.executor import quantize_input, run
 from hwsim.ir import load
-from rtl.layers import GEMM_KINDS, GemmJob, block_jobs
-from rtl.runner import run_gemm_jobs
+from rtl.layers import GEMM_KINDS, GemmJob, block_jobs, layernorm_job, softmax_job
+from rtl.runner import run_gemm_jobs, run_layernorm_job, run_softmax_job
+
+UNIT_KINDS = ("softmax", "norm1", "norm2")
+LAYERS = GEMM_KINDS + UNIT_KINDS
 
 
 def job_energy_pj(job: GemmJob, rows: int, cols: int) -> float:
@@ -40,23 +43,34 @@ def _input(program, recipe: dict | None) -> np.ndarray:
 def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator", rows: int = 8, cols: int = 8,
            waves: bool = False) -> dict[str, Any]:
     program = load(path)
-    kinds = GEMM_KINDS if layer == "all" else (layer,)
-    if layer != "all" and layer not in GEMM_KINDS:
-        raise ValueError(f"unknown layer {layer!r}; choose one of {GEMM_KINDS} or 'all'")
+    kinds = LAYERS if layer == "all" else (layer,)
+    if layer != "all" and layer not in LAYERS:
+        raise ValueError(f"unknown layer {layer!r}; choose one of {LAYERS} or 'all'")
     n_blocks = len({op.name.split(".")[1] for op in program.ops if op.name.startswith("blocks.")})
     if not 0 <= block < n_blocks:
         raise ValueError(f"block {block} out of range: the program has {n_blocks} blocks")
     trace = run(program, _input(program, program.metadata.get("recipe")), trace=True).trace
-    jobs = block_jobs(program, trace, block, kinds)
     start = time.perf_counter()
-    results = run_gemm_jobs(jobs, sim, rows, cols, waves=waves)
-    wall = time.perf_counter() - start
     layers = []
-    for job, r in zip(jobs, results):
-        layers.append({"layer": job.name, "shape_mkn": list(job.shape), "mode": job.mode, "bit_exact": r["bit_exact"],
-                       "first_mismatch": r["first_mismatch"], "rtl_cycles": r["rtl_cycles"],
-                       "model_cycles": r["model_cycles"], "tiles": r["tiles"],
-                       "energy_pj": round(job_energy_pj(job, rows, cols), 1), "wall_s": r["wall_s"]})
+    gemm_kinds = tuple(k for k in kinds if k in GEMM_KINDS)
+    if gemm_kinds:
+        jobs = block_jobs(program, trace, block, kinds=gemm_kinds)
+        for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves)):
+            layers.append({"layer": job.name, "shape_mkn": list(job.shape), "mode": job.mode, "bit_exact": r["bit_exact"],
+                           "first_mismatch": r["first_mismatch"], "rtl_cycles": r["rtl_cycles"],
+                           "model_cycles": r["model_cycles"], "tiles": r["tiles"],
+                           "energy_pj": round(job_energy_pj(job, rows, cols), 1), "wall_s": r["wall_s"]})
+    for kind in (k for k in kinds if k in UNIT_KINDS):
+        t0 = time.perf_counter()
+        if kind == "softmax":
+            r = run_softmax_job(softmax_job(program, trace, block), sim)
+        else:
+            r = run_layernorm_job(layernorm_job(program, trace, f"blocks.{block}.{kind}"), sim)
+        # The nonlinear units' energy is not modelled yet (the energy table prices GEMM activity).
+        layers.append({"layer": r["name"], "bit_exact": r["bit_exact"], "first_mismatch": r["first_mismatch"],
+                       "rtl_cycles": r["rtl_cycles"], "model_cycles": r["model_cycles"], "energy_pj": None,
+                       "wall_s": round(time.perf_counter() - t0, 3)})
+    wall = time.perf_counter() - start
     cycles = sum(x["rtl_cycles"] for x in layers)
     sim_s = sum(x["wall_s"] for x in layers)
     return {"program": str(path), "sim": sim, "array": f"{rows}x{cols}", "block": block, "layers": layers,

@@ -52,8 +52,9 @@ module layernorm_unit #(
 `endif
 
     reg [3:0] state;
-    reg [15:0] j, row;
+    reg [31:0] j, row;  // 32-bit so buffers may exceed 2^16 entries
     reg [ADDR_W-1:0] base;
+    wire [31:0] c32 = {16'd0, c};
     reg [31:0] cycles;
     reg [5:0] step;
     reg signed [47:0] sum;
@@ -96,15 +97,15 @@ module layernorm_unit #(
             case (state)
                 S_IDLE: if (run) begin
                     state <= S_SUM;
-                    row <= 16'd0;
+                    row <= 32'd0;
                     base <= {ADDR_W{1'b0}};
-                    j <= 16'd0;
+                    j <= 32'd0;
                     sum <= 48'sd0;
                     cycles <= 32'd0;
                 end
                 S_SUM: begin
                     sum <= sum + {{(48-X_W){x_j[X_W-1]}}, x_j};
-                    if (j == c - 1) state <= S_SUMEND;
+                    if (j == c32 - 1) state <= S_SUMEND;
                     else j <= j + 1;
                 end
                 S_SUMEND: begin  // floor division of a signed numerator: -ceil(-n / d) = -floor((-n + d - 1) / d)
@@ -128,7 +129,7 @@ module layernorm_unit #(
                     step <= step + 1;
                 end
                 S_DIVEND: begin
-                    j <= 16'd0;
+                    j <= 32'd0;
                     if (!second_div) begin
                         mu <= div_neg ? -$signed(div_q) : $signed(div_q);
                         var_acc <= 64'd0;
@@ -140,7 +141,7 @@ module layernorm_unit #(
                 end
                 S_VAR: begin
                     var_acc <= var_acc + y_sq;
-                    if (j == c - 1) begin
+                    if (j == c32 - 1) begin
                         sq_rem <= var_acc + y_sq;
                         sq_res <= 64'd0;
                         sq_bit <= 64'd1 << 62;
@@ -170,20 +171,20 @@ module layernorm_unit #(
                 end
                 S_OUT: begin
                     out_mem[base + j[ADDR_W-1:0]] <= y_out;
-                    if (j == c - 1) state <= S_END;
+                    if (j == c32 - 1) state <= S_END;
                     else j <= j + 1;
                 end
                 default: begin  // S_END
                     row_mem[row[ADDR_W-1:0]] <= cycles + 1;
                     cycles <= 32'd0;
-                    j <= 16'd0;
+                    j <= 32'd0;
                     sum <= 48'sd0;
-                    if (row == rows - 1) begin
+                    if (row == {16'd0, rows} - 1) begin
                         state <= S_IDLE;
                         done <= 1'b1;
                     end else begin
                         row <= row + 1;
-                        base <= base + c[ADDR_W-1:0];
+                        base <= base + c32[ADDR_W-1:0];
                         state <= S_SUM;
                     end
                 end

@@ -91,8 +91,9 @@ module softmax_unit #(
     endfunction
 
     reg [1:0] state;
-    reg [15:0] j, row;
+    reg [31:0] j, row;  // 32-bit so buffers may exceed 2^16 entries
     reg [ADDR_W-1:0] base;
+    wire [31:0] n32 = {16'd0, n};
     reg [31:0] cycles;
     reg signed [X_W-1:0] m;
     reg [39:0] sum;
@@ -106,17 +107,17 @@ module softmax_unit #(
             case (state)
                 S_IDLE: if (run) begin
                     state <= S_MAX;
-                    row <= 16'd0;
+                    row <= 32'd0;
                     base <= {ADDR_W{1'b0}};
-                    j <= 16'd0;
+                    j <= 32'd0;
                     cycles <= 32'd0;
                     m <= {1'b1, {(X_W-1){1'b0}}};
                 end
                 S_MAX: begin
                     cycles <= cycles + 1;
                     if (x_j > m) m <= x_j;
-                    if (j == n - 1) begin
-                        j <= 16'd0;
+                    if (j == n32 - 1) begin
+                        j <= 32'd0;
                         sum <= 40'd0;
                         state <= S_EXP;
                     end else j <= j + 1;
@@ -125,27 +126,27 @@ module softmax_unit #(
                     cycles <= cycles + 1;
                     e_mem[j[E_AW-1:0]] <= exp_shift({{2{x_j[X_W-1]}}, x_j} - {{2{m[X_W-1]}}, m}, frac);
                     sum <= sum + {{(39-F){1'b0}}, exp_shift({{2{x_j[X_W-1]}}, x_j} - {{2{m[X_W-1]}}, m}, frac)};
-                    if (j == n - 1) begin
-                        j <= 16'd0;
+                    if (j == n32 - 1) begin
+                        j <= 32'd0;
                         state <= S_LOG;
                     end else j <= j + 1;
                 end
                 default: begin  // S_LOG, then the row's last cycle
                     cycles <= cycles + 1;
-                    if (j < n) begin
+                    if (j < n32) begin
                         out_mem[base + j[ADDR_W-1:0]] <= log_code(sum, e_mem[j[E_AW-1:0]]);
                         j <= j + 1;
                     end else begin
                         row_mem[row[ADDR_W-1:0]] <= cycles + 1;
                         cycles <= 32'd0;
-                        j <= 16'd0;
+                        j <= 32'd0;
                         m <= {1'b1, {(X_W-1){1'b0}}};
-                        if (row == rows - 1) begin
+                        if (row == {16'd0, rows} - 1) begin
                             state <= S_IDLE;
                             done <= 1'b1;
                         end else begin
                             row <= row + 1;
-                            base <= base + n[ADDR_W-1:0];
+                            base <= base + n32[ADDR_W-1:0];
                             state <= S_MAX;
                         end
                     end

@@ -58,3 +58,18 @@ def test_simulate_rejects_a_damaged_file(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     res = run_cli("simulate", str(bad))
     assert res.returncode == 2 and "bad.vitp" in res.stderr
+
+
+@pytest.mark.rtl
+def test_verify_json_and_mismatch_exit(tmp_path, capsys):
+    out = tmp_path / "w4a4.vitp"
+    assert main(["quantize", "--wbits", "4", "--abits", "4", "--calib", "32", "--no-simulate", "--limit", "10",
+                 "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(out), "--layer", "all", "--array", "8x8", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert len(r["layers"]) >= 9 and r["all_bit_exact"] and r["cycles_equal"]
+    for x in r["layers"]:
+        assert {"bit_exact", "rtl_cycles", "model_cycles", "energy_pj", "wall_s"} <= set(x)
+    res = run_cli("verify", str(out), "--layer", "qkv", "--block", "99")
+    assert res.returncode == 2 and "out of range" in res.stderr
