@@ -141,40 +141,38 @@ def run_pe_vectors(sim: str = "verilator", n_random: int = 100_000, seed: int = 
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def run_softmax_job(job, sim: str = "verilator", build_root: Path | None = None, seed: int = 1) -> dict[str, Any]:
-    """Run real attention rows through softmax_unit; returns bit_exact, cycles (RTL and model) per the hwsim trace."""
-    size = job.x.size
-    params = {"ADDR_W": max(12, math.ceil(math.log2(size + 1))), "N_MAX": 1 << max(6, math.ceil(math.log2(job.x.shape[1])))}
-    runner, build_dir = _build(sim, "softmax_unit", ("softmax_unit.v",), params, Path(build_root or DEFAULT_BUILD_ROOT), False)
+def _run_unit(toplevel: str, params: dict[str, int], sim: str, test_module: str, arrays: dict[str, np.ndarray],
+              manifest: dict[str, Any], build_root: Path | None, seed: int) -> dict[str, Any]:
+    """Build ``toplevel`` alone, hand ``arrays`` and ``manifest`` to ``test_module``, return its results JSON."""
+    runner, build_dir = _build(sim, toplevel, (f"{toplevel}.v",), params, Path(build_root or DEFAULT_BUILD_ROOT), False)
     run_dir = build_dir / f"run_{os.getpid()}_{time.time_ns()}"
     run_dir.mkdir(parents=True)
-    np.savez(run_dir / "rows.npz", x=job.x, codes=job.codes)
-    manifest = {"npz": str(run_dir / "rows.npz"), "results": str(run_dir / "results.json"), "name": job.name,
-                "frac_bits": job.frac_bits}
+    np.savez(run_dir / "data.npz", **arrays)
+    manifest = {**manifest, "npz": str(run_dir / "data.npz"), "results": str(run_dir / "results.json")}
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     try:
-        runner.test(test_module="rtl.tb_softmax", hdl_toplevel="softmax_unit", build_dir=build_dir, test_dir=run_dir,
+        runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir, test_dir=run_dir,
                     extra_env={"VITSIM_RTL_MANIFEST": str(run_dir / "manifest.json")}, seed=seed)
     finally:
         result = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
+
+
+def _pow2_at_least(n: int, lo: int) -> int:
+    return 1 << max(lo, math.ceil(math.log2(max(n, 1))))
+
+
+def run_softmax_job(job, sim: str = "verilator", build_root: Path | None = None, seed: int = 1) -> dict[str, Any]:
+    """Run real attention rows through softmax_unit; returns bit_exact and cycles (RTL and model)."""
+    params = {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1))), "N_MAX": _pow2_at_least(job.x.shape[1], 6)}
+    return _run_unit("softmax_unit", params, sim, "rtl.tb_softmax", {"x": job.x, "codes": job.codes},
+                     {"name": job.name, "frac_bits": job.frac_bits}, build_root, seed)
 
 
 def run_layernorm_job(job, sim: str = "verilator", build_root: Path | None = None, seed: int = 1) -> dict[str, Any]:
     """Run real LayerNorm rows through layernorm_unit; returns bit_exact and cycles (RTL and model)."""
-    params = {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1))), "C_MAX": 1 << max(6, math.ceil(math.log2(job.x.shape[1])))}
-    runner, build_dir = _build(sim, "layernorm_unit", ("layernorm_unit.v",), params, Path(build_root or DEFAULT_BUILD_ROOT), False)
-    run_dir = build_dir / f"run_{os.getpid()}_{time.time_ns()}"
-    run_dir.mkdir(parents=True)
-    np.savez(run_dir / "rows.npz", x=job.x, gamma=job.gamma, beta=job.beta, shift=job.shift, out=job.out)
-    manifest = {"npz": str(run_dir / "rows.npz"), "results": str(run_dir / "results.json"), "name": job.name,
-                "qmin": job.qmin, "qmax": job.qmax}
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    try:
-        runner.test(test_module="rtl.tb_layernorm", hdl_toplevel="layernorm_unit", build_dir=build_dir, test_dir=run_dir,
-                    extra_env={"VITSIM_RTL_MANIFEST": str(run_dir / "manifest.json")}, seed=seed)
-    finally:
-        result = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return result
+    params = {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1))), "C_MAX": _pow2_at_least(job.x.shape[1], 6)}
+    arrays = {"x": job.x, "gamma": job.gamma, "beta": job.beta, "shift": job.shift, "out": job.out}
+    return _run_unit("layernorm_unit", params, sim, "rtl.tb_layernorm", arrays,
+                     {"name": job.name, "qmin": job.qmin, "qmax": job.qmax}, build_root, seed)

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
 
 from hwsim.cost.cycles import layernorm_row_cycles
+from rtl._cocotb import load_run_dump
 from rtl.tb_gemm import read_hex, write_hex
 
 
@@ -24,20 +23,8 @@ async def layernorm_rows_match_hwsim(dut) -> None:
     write_hex(Path("gamma.hex"), data["gamma"], 16)
     write_hex(Path("beta.hex"), data["beta"], 64)
     write_hex(Path("shift.hex"), data["shift"], 8)
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value, dut.load.value, dut.dump.value, dut.run.value = 1, 0, 0, 0
     dut.c.value, dut.rows.value, dut.qmin.value, dut.qmax.value = c, rows, manifest["qmin"], manifest["qmax"]
-    await RisingEdge(dut.clk)
-    dut.rst.value, dut.load.value = 0, 1
-    await RisingEdge(dut.clk)
-    dut.load.value, dut.run.value = 0, 1
-    await RisingEdge(dut.clk)
-    dut.run.value = 0
-    await RisingEdge(dut.done)
-    dut.dump.value = 1
-    await RisingEdge(dut.clk)
-    dut.dump.value = 0
-    await RisingEdge(dut.clk)
+    await load_run_dump(dut)
     out = read_hex(Path("out.hex"), 16, rows * c).reshape(rows, c)
     cycles = read_hex(Path("rows.hex"), 33, rows)
     bad = np.argwhere(out != data["out"])

@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
-
+from rtl._cocotb import load_run_dump
 from rtl.tb_gemm import hex_words, read_hex
 
 
@@ -36,20 +34,8 @@ async def pe_and_requant_match_hwsim(dut) -> None:
     _pack_hex(Path("pe_vec.hex"), [(pad(data["a"]), 8), (pad(data["b"]), 8), (pad(data["sh"]), 4), (pad(data["mode"]), 2)])
     _pack_hex(Path("rq_vec.hex"), [(pad(data["x"]), acc_w), (pad(data["bias"]), acc_w), (pad(data["shift"]), 8),
                                    (pad(data["qmin"]), out_w), (pad(data["qmax"]), out_w)])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value, dut.start.value, dut.load.value, dut.dump.value = 1, 0, 0, 0
     dut.count.value = count
-    await RisingEdge(dut.clk)
-    dut.rst.value, dut.load.value = 0, 1
-    await RisingEdge(dut.clk)
-    dut.load.value, dut.start.value = 0, 1
-    await RisingEdge(dut.clk)
-    dut.start.value = 0
-    await RisingEdge(dut.done)
-    dut.dump.value = 1
-    await RisingEdge(dut.clk)
-    dut.dump.value = 0
-    await RisingEdge(dut.clk)
+    await load_run_dump(dut, run_signal="start")
     n_groups, n_rq = len(data["expected"]), len(data["x"])
     pe_acc = read_hex(Path("pe_acc.hex"), acc_w, count // 4)[:n_groups]
     rq_words = hex_words(Path("rq_out.hex"), n_rq)

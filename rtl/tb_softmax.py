@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
 
 from hwsim.cost.cycles import softmax_row_cycles
+from rtl._cocotb import load_run_dump
 from rtl.tb_gemm import read_hex, write_hex
 
 
@@ -21,20 +20,8 @@ async def softmax_rows_match_hwsim(dut) -> None:
     data = dict(np.load(manifest["npz"]))
     rows, n = data["x"].shape
     write_hex(Path("x.hex"), data["x"], 16)
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value, dut.load.value, dut.dump.value, dut.run.value = 1, 0, 0, 0
     dut.n.value, dut.rows.value, dut.frac.value = n, rows, manifest["frac_bits"]
-    await RisingEdge(dut.clk)
-    dut.rst.value, dut.load.value = 0, 1
-    await RisingEdge(dut.clk)
-    dut.load.value, dut.run.value = 0, 1
-    await RisingEdge(dut.clk)
-    dut.run.value = 0
-    await RisingEdge(dut.done)
-    dut.dump.value = 1
-    await RisingEdge(dut.clk)
-    dut.dump.value = 0
-    await RisingEdge(dut.clk)
+    await load_run_dump(dut)
     codes = read_hex(Path("out.hex"), 5, rows * n).reshape(rows, n)  # 4-bit codes, read unsigned
     cycles = read_hex(Path("rows.hex"), 33, rows)
     bad = np.argwhere(codes != data["codes"])

@@ -5,6 +5,7 @@ input) are powers of two in every method, because the integer nonlinear units ta
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Iterable
 
 import torch
@@ -14,24 +15,24 @@ from quant.parts import pot_ceil_exp
 from quant.scales import Scale
 
 
-class Method:
+class Method(ABC):
     name = "base"
     softmax_log2_bits: int | None = None  # None: uniform softmax output at the matmul's activation bits
 
     def prepare(self, model: torch.nn.Module, calib: list[torch.Tensor]) -> None:
         """Float re-parameterisation of ``model`` in place, before the calibration statistics are taken."""
 
+    @abstractmethod
     def weight_scale(self, weight: torch.Tensor, inputs: torch.Tensor | None, bits: int) -> torch.Tensor:
         """Per-output-channel scale of ``weight`` [out, ...]; ``inputs`` [rows, in] are calibration inputs (Linear)."""
-        raise NotImplementedError(f"{type(self).__name__} does not define weight_scale")
 
+    @abstractmethod
     def act_scale(self, obs: Observer, bits: int, signed: bool = True) -> Scale:
         """Per-tensor scale of an activation."""
-        raise NotImplementedError(f"{type(self).__name__} does not define act_scale")
 
+    @abstractmethod
     def head_scales(self, obs: Observer, bits: int) -> torch.Tensor:
         """One scale per attention head (heads on the observer's last axis)."""
-        raise NotImplementedError(f"{type(self).__name__} does not define head_scales")
 
     def norm_out_scale(self, obs: Observer, bits: int) -> Scale:
         """Scale of a LayerNorm output: per tensor, or per channel (PTF)."""
