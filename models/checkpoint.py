@@ -62,7 +62,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load a checkpoint into ``model`` strictly; a mismatch names the offending keys."""
     state = read_state_dict(path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches under the same key names
+        raise CheckpointError(f"{path}: does not fit the model: {str(err).splitlines()[-1].strip()}") from err
     if missing or unexpected:
         raise CheckpointError(f"{path}: does not fit the model; missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
 

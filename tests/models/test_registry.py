@@ -54,11 +54,13 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
         load_weights(net, tmp_path / "other.safetensors")
 
 
-def test_bundled_checkpoint_is_small_and_documented():
+def test_bundled_checkpoint_is_small_and_its_metadata_is_measured(deit_fmnist, fmnist_test):
     assert CHECKPOINT.stat().st_size <= 5 * 2**20
     meta = read_metadata(CHECKPOINT)
-    assert {"test_top1", "seed", "epochs", "recipe"} <= set(meta)
-    assert meta["test_top1"] >= 0.90
+    assert {"test_top1", "seed", "epochs", "recipe", "command"} <= set(meta)
+    images, labels = fmnist_test
+    assert meta["n_test"] == len(labels) == 10000
+    assert abs(meta["test_top1"] - evaluate_arrays(deit_fmnist, images, labels)) < 5e-5  # the recorded number is real
 
 
 def test_bundled_model_accuracy_on_first_2000_test_images(deit_fmnist, fmnist_test):
