@@ -41,3 +41,17 @@ def synth_report(top: str, params: dict[str, int] | None = None, timeout: int = 
 
 def synth_cells(top: str, params: dict[str, int] | None = None) -> int:
     return synth_report(top, params)["total"]
+
+
+CONFIGS = (("mac_pe", {}), ("shift_requant", {}), ("systolic_array", {"R": 2, "C": 2}), ("systolic_array", {"R": 4, "C": 4}))
+
+
+def main() -> None:
+    """Print yosys cell counts of the PE, the requantizer and array configurations (``python -m rtl.synth``)."""
+    for top, params in CONFIGS:
+        label = top + "".join(f" {k}={v}" for k, v in params.items())
+        print(f"{label:<28} {synth_cells(top, params):>8} cells")
+
+
+if __name__ == "__main__":
+    main()
