@@ -5,7 +5,8 @@
                       qkv, proj, fc1, fc2), geometric mean over the 8 shapes (each shape is printed too)
   e2e_vs_torch_fp32   integer DeiT-Tiny-224 forward (hwsim, p2vit W8A8) images/s / torch fp32 eager, batch 8
   e2e_vs_fakequant    integer forward / the project's fake-quant torch model (quant.qvit.QuantViT), batch 8
-  rtl_cycles_per_s    (with --rtl) simulated cycles/s verifying a DeiT-Tiny block's GEMMs on a 16x16 array, Verilator
+  rtl_cycles_per_s    (with --rtl) simulated cycles/s verifying a DeiT-Tiny block's GEMMs on a 16x16 array, Verilator;
+                      also the full-count PE / requantizer vectors (100 000 random + exhaustive 4-bit) on both simulators
 
 Same thread count for every side (default: all cores). Usage: python bench/run.py [--json] [--rtl] [--threads N]
 """
@@ -114,8 +115,14 @@ def bench_rtl(log) -> dict:
     cycles = sum(r["rtl_cycles"] for r in res)
     log(f"  RTL 16x16 Verilator, DeiT-Tiny block 0 GEMMs: {cycles} cycles in {wall:.1f} s "
         f"({cycles / wall:,.0f} cycles/s), bit-exact {all(r['bit_exact'] for r in res)}")
+    from rtl.runner import run_pe_vectors
+
+    vectors = {sim: run_pe_vectors(sim, n_random=100_000, seed=11) for sim in ("verilator", "icarus")}
+    for sim, v in vectors.items():
+        log(f"  PE / requantizer vectors ({sim}): {v['pe_vectors']} PE, {v['requant_vectors']} requant, "
+            f"mismatches {v['pe_mismatches']} / {v['requant_mismatches']}")
     return {"rtl_block_wall_s": round(wall, 1), "rtl_cycles_per_s": round(cycles / wall),
-            "rtl_bit_exact": all(r["bit_exact"] for r in res)}
+            "rtl_bit_exact": all(r["bit_exact"] for r in res), "pe_vectors": vectors}
 
 
 def main() -> int:
