@@ -58,7 +58,7 @@ def _step(op: Op, p: Program, args: list[np.ndarray]) -> np.ndarray:
     if op.kind == "Concat":
         batch = max(x.shape[0] for x in args)
         return np.concatenate([np.broadcast_to(x, (batch,) + x.shape[1:]) for x in args], axis=int(a["axis"]) + 1)
-    raise NotImplementedError(f"reference executor has no op {op.kind!r}")
+    raise ValueError(f"the reference executor has no op {op.kind!r}; add its int64 reference before using it")
 
 
 def run_reference(program: Program, x: np.ndarray) -> dict[str, np.ndarray]:
