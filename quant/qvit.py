@@ -302,8 +302,7 @@ class QuantPatchEmbed(torch.nn.Module):
                   "bias": b.constant(f"{self.name}.bias", self.bias, ACC_BITS)}
         acc = b.op("Conv2d", self.name, [x], f"{self.name}.acc", ACC_BITS, scale=Scale(self.acc_scale.value, 0),
                    params=params, attrs={"stride": self.stride, "padding": self.padding, "acc_bits": ACC_BITS})
-        rq = Requant(self.requant.mode, self.requant.shift, self.requant.multiplier, 0, 16, True)
-        y = _emit_requant(b, f"{self.name}.requant", acc, rq, self.out_scale)
+        y = _emit_requant(b, f"{self.name}.requant", acc, self.requant, self.out_scale)
         c, h, w = b.program.tensors[y].shape
         y = b.op("Reshape", "patch_embed.flatten", [y], "patch_embed.flatten.out", 16, scale=self.out_scale,
                  attrs={"shape": [c, h * w]})
