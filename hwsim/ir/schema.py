@@ -9,7 +9,7 @@ LayerNorm factors) are integer arrays; attributes are integers, booleans or stri
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -91,13 +91,13 @@ class Program:
     ops: list[Op]
     constants: dict[str, np.ndarray]
     metadata: dict[str, Any] = field(default_factory=dict)
-    _packed: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def packed(self, name: str) -> np.ndarray:
-        """Constant ``name`` as a contiguous int16 array, converted once per program (GEMM operands are int16)."""
-        if name not in self._packed:
-            self._packed[name] = np.ascontiguousarray(self.constants[name], dtype=np.int16)
-        return self._packed[name]
+    def derived(self, key: str, build: Callable[[], Any]) -> Any:
+        """A value computed from the constants once per program and kept (e.g. a GEMM weight packed into panels)."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
 
     def spec(self, name: str) -> TensorSpec:
         if name not in self.tensors:

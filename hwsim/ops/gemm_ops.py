@@ -10,12 +10,18 @@ from __future__ import annotations
 import numpy as np
 
 from hwsim.ir.schema import Op, Program
-from hwsim.kernels.gemm import gemm
+from hwsim.kernels.gemm import PackedB, gemm, pack_b
 from hwsim.ops._registry import need, param_shape, register_op
 
 
 def _acc_bits(op: Op) -> int:
     return int(op.attrs.get("acc_bits", 32))
+
+
+def packed_weight(program: Program, op: Op) -> PackedB:
+    """The op's weight [O, ...] as GEMM panels over its flattened fan-in, packed once per program."""
+    w = program.constants[op.params["weight"]]
+    return program.derived(f"gemm_panels:{op.params['weight']}", lambda: pack_b(w.reshape(1, len(w), -1)))
 
 
 def check_linear(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -41,13 +47,13 @@ def _check_operand_widths(op: Op, program: Program, names: list[str], shift: str
 @register_op("Linear", check_linear)
 def run_linear(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
-    w = program.packed(op.params["weight"])
+    w = packed_weight(program, op)
     shift = program.param(op, "input_shift")
     a = x.reshape(1, -1, x.shape[-1]).astype(np.int16)
     if shift is not None:
         a = a << shift.astype(np.int16)
-    out, sat = gemm(a, w[None], program.param(op, "bias"), _acc_bits(op))
-    return [out.reshape(x.shape[:-1] + (w.shape[0],))], sat
+    out, sat = gemm(a, w, program.param(op, "bias"), _acc_bits(op))
+    return [out.reshape(x.shape[:-1] + (w.n,))], sat
 
 
 def check_conv(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -76,13 +82,13 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad: int) -> np.ndarray
 @register_op("Conv2d", check_conv)
 def run_conv(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
-    w = program.packed(op.params["weight"])
+    o, _, kh, kw = program.constants[op.params["weight"]].shape
     stride, pad = int(op.attrs.get("stride", 1)), int(op.attrs.get("padding", 0))
-    cols = im2col(x, w.shape[2], w.shape[3], stride, pad)
+    cols = im2col(x, kh, kw, stride, pad)
     bsz, positions, k = cols.shape
-    out, sat = gemm(cols.reshape(1, bsz * positions, k), w.reshape(1, w.shape[0], k), program.param(op, "bias"), _acc_bits(op))
-    ho = (x.shape[2] + 2 * pad - w.shape[2]) // stride + 1
-    return [out.reshape(bsz, ho, positions // ho, w.shape[0]).transpose(0, 3, 1, 2).copy()], sat
+    out, sat = gemm(cols.reshape(1, bsz * positions, k), packed_weight(program, op), program.param(op, "bias"), _acc_bits(op))
+    ho = (x.shape[2] + 2 * pad - kh) // stride + 1
+    return [out.reshape(bsz, ho, positions // ho, o).transpose(0, 3, 1, 2).copy()], sat
 
 
 def check_matmul(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -109,7 +115,8 @@ def run_matmul(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list
     log_bits = int(op.attrs.get("a_log2_bits", 0))
     if log_bits:
         a = decode_log2(a, log_bits)
-    bt = b if op.attrs.get("transpose_b", False) else np.swapaxes(b, -1, -2)
+    # Q.K^T: K [.., N, K] is already the [N, K] operand; attn @ V: V [.., K, N] is packed from its K-major layout.
+    panels = pack_b(b.reshape((-1,) + b.shape[-2:]), k_major=not op.attrs.get("transpose_b", False))
     lead = a.shape[:-2]
-    out, sat = gemm(a.reshape((-1,) + a.shape[-2:]), bt.reshape((-1,) + bt.shape[-2:]), None, _acc_bits(op))
+    out, sat = gemm(a.reshape((-1,) + a.shape[-2:]), panels, None, _acc_bits(op))
     return [out.reshape(lead + out.shape[-2:])], sat

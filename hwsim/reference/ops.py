@@ -64,9 +64,8 @@ def softmax(x: np.ndarray, frac_bits: int, out_bits: int, log2_out: bool) -> np.
                 if e == 0:
                     out[idx + (j,)] = 2**out_bits - 1
                     continue
-                v = total // e
-                lg = v.bit_length() - 1
-                code = lg + (1 if lg >= 1 and v - 2**lg >= 2 ** (lg - 1) else 0)
+                lg = max(k for k in range(64) if e * 2**k <= total)  # 2^-(lg+1) < e / total <= 2^-lg
+                code = lg + (1 if e * 2**lg < 0.75 * total else 0)  # nearest power of two, linear domain
                 out[idx + (j,)] = min(code, 2**out_bits - 1)
             else:
                 out[idx + (j,)] = (e * ((2**31 - 1) // total)) // 2 ** (31 - out_bits)

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hwsim.kernels.gelu import gelu_int
-from hwsim.kernels.gemm import gemm
+from hwsim.kernels.gemm import gemm, pack_b
 from hwsim.kernels.layernorm import isqrt, layernorm_int
 from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift
-from hwsim.kernels.softmax import softmax_int
+from hwsim.kernels.softmax import log2_code, softmax_int
 from hwsim.ops.gemm_ops import decode_log2, im2col
 from hwsim.reference import ops as R
 
@@ -73,14 +73,39 @@ def test_gemm_exhaustive_4bit_pairs():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 3), st.integers(1, 19), st.integers(1, 70), st.integers(1, 13), st.booleans(), st.integers(0, 2**32))
+@given(st.integers(1, 3), st.integers(1, 19), st.integers(1, 70), st.integers(1, 40), st.booleans(), st.integers(0, 2**32))
 def test_gemm_random_int8(g, m, k, n, with_bias, seed):
+    # m and n straddle the micro-kernel's 4 x 16 tile (partial, overlapped and padded row blocks; partial panels), k odd/even
     rng = np.random.default_rng(seed)
     a = rng.integers(-128, 128, (g, m, k))
     b = rng.integers(-128, 128, (g, n, k))
     bias = rng.integers(-2**20, 2**20, n) if with_bias else None
     out, sat = gemm(a, b, bias)
     assert sat == 0 and np.array_equal(out, R.matmul(a, b, bias))
+    packed_out, _ = gemm(a, pack_b(b), bias)
+    assert np.array_equal(packed_out, out)
+    k_major_out, _ = gemm(a, pack_b(b.transpose(0, 2, 1).copy(), k_major=True), bias)
+    assert np.array_equal(k_major_out, out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 9), st.integers(1, 33), st.integers(0, 2**32))
+def test_gemm_full_int16_range_stays_exact(k, m, n, seed):
+    # K <= 2 keeps int16 x int16 sums inside int32 except the one pair (-2^15)^2 * 2, which must take the int64 path
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-2**15, 2**15, (1, m, k))
+    b = rng.integers(-2**15, 2**15, (1, n, k))
+    a[0, 0, :], b[0, 0, :] = -2**15, -2**15
+    out, sat = gemm(a, b)
+    ref = R.matmul(a, b, None)
+    assert np.array_equal(out, np.clip(ref, -2**31, 2**31 - 1)) and sat == int((ref > 2**31 - 1).sum())
+
+
+def test_packed_b_unpacks_to_the_original():
+    b = np.random.default_rng(1).integers(-128, 128, (2, 21, 37)).astype(np.int16)
+    packed = pack_b(b)
+    assert packed.panels.shape == (2, 2, 19, 32) and packed.max_abs == int(np.abs(b.astype(int)).max())
+    assert np.array_equal(packed.unpack(), b)
 
 
 def test_gemm_int64_path_and_saturation_are_counted():
@@ -90,6 +115,11 @@ def test_gemm_int64_path_and_saturation_are_counted():
     assert sat == 6 and (out == 2**31 - 1).all()
     out, sat = gemm(np.full((1, 1, 4), 100), np.full((1, 1, 4), 100), acc_bits=16)
     assert sat == 1 and out[0, 0, 0] == 2**15 - 1
+
+
+def test_log2_code_is_the_nearest_power_of_two_by_hand():
+    assert [log2_code(e, 100, 15) for e in (100, 76, 75, 74, 51, 50, 38, 37, 0)] == [0, 0, 0, 1, 1, 1, 1, 2, 15]
+    assert log2_code(1, 2**20, 15) == 15  # 2^-20 is below the 4-bit range: the zero code
 
 
 def test_softmax_exhaustive_small_rows():
