@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from fractions import Fraction
+
 import numpy as np
 
 I64 = np.int64
@@ -65,7 +67,7 @@ def softmax(x: np.ndarray, frac_bits: int, out_bits: int, log2_out: bool) -> np.
                     out[idx + (j,)] = 2**out_bits - 1
                     continue
                 lg = max(k for k in range(64) if e * 2**k <= total)  # 2^-(lg+1) < e / total <= 2^-lg
-                code = lg + (1 if e * 2**lg < 0.75 * total else 0)  # nearest power of two, linear domain
+                code = lg + (1 if Fraction(total, e * 2**lg) >= Fraction(181, 128) else 0)  # round(log2(total / e)), sqrt(2) ~ 181/128
                 out[idx + (j,)] = min(code, 2**out_bits - 1)
             else:
                 out[idx + (j,)] = (e * ((2**31 - 1) // total)) // 2 ** (31 - out_bits)

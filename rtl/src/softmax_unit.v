@@ -3,8 +3,8 @@
 // Per row of n logits (FRAC fractional bits, runtime):
 //   pass 1 (n cycles): m = max_j x_j
 //   pass 2 (n cycles): E_j = exp_shift(x_j - m), S = sum E_j        (shift-add log2(e), linear 2^-frac, F = 15)
-//   pass 3 (n cycles): l = max{l : E_j 2^l <= S}; code = l + [4 E_j 2^l < 3 S] (E_j / S to the nearest power of
-//                      two, linear domain, as hwsim; no divider); E_j = 0 or code > 14 give 15 (the zero code)
+//   pass 3 (n cycles): l = max{l : E_j 2^l <= S}; code = l + [128 S >= 181 E_j 2^l] (round(log2(S / E_j)) with
+//                      sqrt(2) ~ 181/128, as hwsim; no divider); E_j = 0 or code > 14 give 15 (the zero code)
 //   1 cycle to finish the row:  cycles per row = 3n + 1 (hwsim.cost.cycles.softmax_row_cycles).
 // `run` processes `rows` rows of x.hex (row-major, n per row) back to back; codes go to out.hex, per-row cycle
 // counts to rows.hex on `dump`.
@@ -72,21 +72,21 @@ module softmax_unit #(
         end
     endfunction
 
-    // Log2 code of E / S: nearest power of two in the linear domain, as hwsim, without division.
+    // Log2 code of E / S: round(log2(S / E)) with sqrt(2) ~ 181/128, as hwsim, without division.
     function [3:0] log_code;
         input [39:0] s;
         input [F:0] e;
         reg [5:0] l0, l;
         reg [39:0] e40;
-        reg [41:0] e_up, s3;
+        reg [47:0] e_up, s_up;
         reg [4:0] code;
         begin
             e40 = {{(39-F){1'b0}}, e};
             l0 = msb(s) - msb(e40);
             l = ((e40 << l0) > s) ? l0 - 6'd1 : l0;
-            e_up = {2'b00, e40 << l} << 2;  // 4 E 2^l <= 4 S < 2^42
-            s3 = {2'b00, s} * 42'd3;
-            code = {1'b0, l[3:0]} + ((e_up < s3) ? 5'd1 : 5'd0);
+            e_up = {8'd0, e40 << l} * 48'd181;  // 181 E 2^l <= 181 S < 2^48
+            s_up = {8'd0, s} << 7;
+            code = {1'b0, l[3:0]} + ((s_up >= e_up) ? 5'd1 : 5'd0);
             if (e == 0 || l > 6'd15 || code > 5'd15) log_code = 4'd15;
             else log_code = code[3:0];
         end

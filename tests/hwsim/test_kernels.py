@@ -117,8 +117,10 @@ def test_gemm_int64_path_and_saturation_are_counted():
     assert sat == 1 and out[0, 0, 0] == 2**15 - 1
 
 
-def test_log2_code_is_the_nearest_power_of_two_by_hand():
-    assert [log2_code(e, 100, 15) for e in (100, 76, 75, 74, 51, 50, 38, 37, 0)] == [0, 0, 0, 1, 1, 1, 1, 2, 15]
+def test_log2_code_rounds_in_the_log_domain_by_hand():
+    # p = e / 100 -> round(log2(1 / p)), with sqrt(2) ~ 181/128: p > 0.7072 -> 1, else down to p > 0.3536 -> 1/2, ...
+    assert [log2_code(e, 100, 15) for e in (100, 71, 70, 51, 50, 36, 35, 0)] == [0, 0, 1, 1, 1, 1, 2, 15]
+    assert log2_code(128, 181, 15) == 1 and log2_code(129, 181, 15) == 0  # the exact tie 181/128 rounds up
     assert log2_code(1, 2**20, 15) == 15  # 2^-20 is below the 4-bit range: the zero code
 
 

@@ -106,6 +106,7 @@ def test_softmax_unit_on_random_rows_covers_every_code(sim):
     rng = np.random.default_rng(5)
     x = rng.integers(-3000, 3000, (96, 61)).astype(np.int64)
     x[:8] = rng.integers(-20, 20, (8, 61))  # near-uniform rows: small codes
+    x[8:16, 7] = 6000  # one dominant logit: p near 1, code 0
     codes = np.empty_like(x)
     softmax_int(x, 8, 4, True, codes)
     assert set(np.unique(codes)) >= set(range(0, 16, 3))
