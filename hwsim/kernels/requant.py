@@ -39,6 +39,26 @@ def requant_shift(x: np.ndarray, shift: np.ndarray, qmin: int, qmax: int, out: n
     return saturated
 
 
+@njit(cache=True, parallel=True)
+def requant_shift_rows(x: np.ndarray, row_shift: np.ndarray, qmin: int, qmax: int, out: np.ndarray) -> int:
+    """out[r, c] = clamp(rshift_round(x[r, c], row_shift[r])): per-channel shifts on an axis before the last (e.g. per
+    head over [B, H, T, T] logits, viewed as [B * H, T * T]) without moving that axis; returns the saturation count."""
+    rows, cols = x.shape
+    saturated = 0
+    for r in prange(rows):
+        s = row_shift[r]
+        for c in range(cols):
+            v = rshift_round(np.int64(x[r, c]), s)
+            if v > qmax:
+                v = qmax
+                saturated += 1
+            elif v < qmin:
+                v = qmin
+                saturated += 1
+            out[r, c] = v
+    return saturated
+
+
 @njit(cache=True)
 def requant_dyadic(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, qmin: int, qmax: int,
                    out: np.ndarray) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwsim.ir.schema import Op, Program
-from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift
+from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift, requant_shift_rows
 from hwsim.ops._registry import channel_vector, need, out_range, param_shape, register_op
 
 
@@ -31,10 +31,18 @@ def check_requant(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> li
 def run_requant(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     axis = int(op.attrs.get("axis", -1)) % (x.ndim - 1) + 1  # per-sample axis -> batched axis
+    lo, hi = out_range(op, program)
+    if op.attrs.get("mode", "shift") == "shift" and axis < x.ndim - 1 and x.size:
+        # Per-channel shifts on an inner axis (per head, per conv channel): the [outer * C, inner] view has one shift
+        # per row (row r is channel r mod C), so the channel axis is never moved to the end and copied.
+        rows = np.ascontiguousarray(x).reshape(-1, int(np.prod(x.shape[axis + 1:])))
+        row_shift = np.resize(channel_vector(program.param(op, "shift"), x.shape[axis]), rows.shape[0])
+        out = np.empty(rows.shape, dtype=np.int32)
+        sat = requant_shift_rows(rows, row_shift, lo, hi, out)
+        return [out.reshape(x.shape)], int(sat)
     moved = np.moveaxis(x, axis, -1)
     flat = np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
     out = np.empty(flat.shape, dtype=np.int32)
-    lo, hi = out_range(op, program)
     shift = channel_vector(program.param(op, "shift"), flat.shape[1])
     if op.attrs.get("mode", "shift") == "dyadic":
         sat = requant_dyadic(flat, channel_vector(program.param(op, "multiplier"), flat.shape[1]), shift, lo, hi, out)
