@@ -53,7 +53,7 @@ lint: setup
 # Re-train the bundled checkpoint (about an hour on 2 cores; logs/ keeps the log).
 checkpoint: setup
 	@mkdir -p logs
-	$(RUN) $(VENV)/bin/vitsim train --model deit_fmnist --epochs 25 --seed 0 2>&1 | tee logs/train_deit_fmnist.log
+	$(RUN) $(VENV)/bin/vitsim train --model deit_fmnist --epochs 40 --seed 0 2>&1 | tee logs/train_deit_fmnist.log
 
 clean:
 	rm -rf sim_build rtl/sim_build out reports .pytest_cache

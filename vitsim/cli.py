@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a vitsim model from scratch (seeded recipe)", formatter_class=fmt)
     p.add_argument("--model", default="deit_fmnist")
-    p.add_argument("--epochs", type=_positive, default=25)
+    p.add_argument("--epochs", type=_positive, default=Recipe.epochs)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive, default=128)
     p.add_argument("--lr", type=float, default=2e-3)

@@ -22,13 +22,14 @@ SOFTMAX_NORM_BITS = 31
 
 
 @njit(cache=True, inline="always")
-def floor_log2(v: int) -> int:
-    """floor(log2 v) for v >= 1."""
-    n = -1
-    while v > 0:
-        v >>= 1
-        n += 1
-    return n
+def bit_length(v: int) -> int:
+    """Bits of 0 <= v < 2^63 by a six-step binary search (a leading-zero count): no loop over bits, no divide."""
+    n = 0
+    for step in (32, 16, 8, 4, 2, 1):
+        if v >> step:
+            v >>= step
+            n += step
+    return n + (1 if v else 0)
 
 
 @njit(cache=True, inline="always")
@@ -36,7 +37,9 @@ def log2_code(e: int, total: int, zero_code: int) -> int:
     """Code of p = e / total: round(log2(1 / p)) with sqrt(2) ~ 181/128; zero_code for e = 0 or p below the range."""
     if e == 0:
         return zero_code
-    lg = floor_log2(total // e)  # 2^lg <= 1 / p < 2^(lg+1)
+    lg = bit_length(total) - bit_length(e)  # floor(log2(total / e)) is lg or lg - 1
+    if (e << lg) > total:
+        lg -= 1  # now 2^lg <= 1 / p < 2^(lg+1), the RTL's leading-one form of floor(log2 floor(total / e))
     code = lg + 1 if 128 * total >= 181 * (e << lg) else lg  # 1 / p >= sqrt(2) 2^lg: round up
     return min(code, zero_code)
 

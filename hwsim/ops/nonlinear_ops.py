@@ -58,9 +58,25 @@ def check_gelu(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[
     return [shapes[0]]
 
 
+GELU_TABLE_MAX_BITS = 16
+
+
 @register_op("GELU", check_gelu)
 def run_gelu(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
+    frac_bits, sig_bits = int(op.attrs["frac_bits"]), int(op.attrs.get("sig_bits", 8))
+    spec = program.tensors[op.inputs[0]]
+    if spec.bits <= GELU_TABLE_MAX_BITS and x.size and spec.qmin <= int(x.min()) and int(x.max()) <= spec.qmax:
+        # Element-wise on at most 2^16 input codes: tabulate the kernel once per program and look the codes up
+        # (the same integers, without one division per element).
+        def tabulate() -> np.ndarray:
+            codes = np.arange(spec.qmin, spec.qmax + 1, dtype=np.int64)
+            table = np.empty(codes.shape, dtype=np.int32)
+            gelu_int(codes, frac_bits, sig_bits, table)
+            return table
+
+        table = program.derived(f"gelu_table:{op.inputs[0]}:{frac_bits}:{sig_bits}", tabulate)
+        return [np.take(table, x - spec.qmin)], 0
     out = np.empty(x.shape, dtype=np.int32)
-    gelu_int(np.ascontiguousarray(x), int(op.attrs["frac_bits"]), int(op.attrs.get("sig_bits", 8)), out)
+    gelu_int(np.ascontiguousarray(x), frac_bits, sig_bits, out)
     return [out], 0

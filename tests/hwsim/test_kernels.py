@@ -14,7 +14,7 @@ from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.gemm import gemm, pack_b
 from hwsim.kernels.layernorm import isqrt, layernorm_int
 from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift, requant_shift_rows
-from hwsim.kernels.softmax import log2_code, softmax_int
+from hwsim.kernels.softmax import bit_length, log2_code, softmax_int
 from hwsim.ops.gemm_ops import decode_log2, im2col
 from hwsim.reference import ops as R
 
@@ -128,6 +128,11 @@ def test_gemm_int64_path_and_saturation_are_counted():
     assert sat == 6 and (out == 2**31 - 1).all()
     out, sat = gemm(np.full((1, 1, 4), 100), np.full((1, 1, 4), 100), acc_bits=16)
     assert sat == 1 and out[0, 0, 0] == 2**15 - 1
+
+
+def test_bit_length_matches_python():
+    values = [0, 1, 2, 3, 255, 256, 2**31 - 1, 2**31, 2**62 + 5, 2**63 - 1]
+    assert [bit_length(v) for v in values] == [v.bit_length() for v in values]
 
 
 def test_log2_code_rounds_in_the_log_domain_by_hand():
