@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vitsim.pipelines import make_recipe, quantize  # noqa: E402
 
-CONFIGS = ((8, 8), (6, 6), (4, 8), (4, 4), (3, 3))
-METHODS = ("minmax", "p2vit")
+CONFIGS = ((8, 8), (4, 4), (6, 6), (4, 8), (3, 3))
+METHODS = ("p2vit", "minmax")
 
 
 def main() -> int:

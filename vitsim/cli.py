@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from models.train import Recipe, train
 
     out = Path(args.out) if args.out else Path(__file__).resolve().parent.parent / "models" / "checkpoints" / f"{args.model}.safetensors"
-    recipe = Recipe(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    recipe = Recipe(epochs=args.epochs or Recipe.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
     meta = train(args.model, out, recipe, args.data, log=log)
     _emit({**meta, "out": str(out)}, args.json, lambda r: [f"saved {r['out']}: test top-1 {_fmt(r['test_top1'])}"])
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a vitsim model from scratch (seeded recipe)", formatter_class=fmt)
     p.add_argument("--model", default="deit_fmnist")
-    p.add_argument("--epochs", type=_positive, default=Recipe.epochs)
+    p.add_argument("--epochs", type=_positive, default=None, help="epochs (default: the recipe's, models/train.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
