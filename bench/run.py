@@ -47,13 +47,13 @@ def best_time(fn, repeat: int = 5, min_time: float = 0.2) -> float:
 
 
 def bench_gemm(log) -> dict:
-    from hwsim.kernels.gemm import gemm
+    from hwsim.kernels.gemm import gemm, pack_b
 
     rng = np.random.default_rng(0)
     rows, ratios = [], []
     for m, k, n in SHAPES:
         a = rng.integers(-128, 128, (1, m, k)).astype(np.int16)
-        b = rng.integers(-128, 128, (1, n, k)).astype(np.int16)  # weights packed once, as the executor holds them
+        b = pack_b(rng.integers(-128, 128, (1, n, k)).astype(np.int16))  # weights packed once, as the executor holds them
         t_int = best_time(lambda: gemm(a, b))
         fa, fb = torch.randn(m, k), torch.randn(n, k)
         t_fp = best_time(lambda: fa @ fb.T)
