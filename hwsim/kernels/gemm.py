@@ -114,33 +114,32 @@ def gemm(a: np.ndarray, b: np.ndarray | PackedB, bias: np.ndarray | None = None,
     Returns ``(acc int32 [G, M, N], number of saturated outputs)``. ``a`` is a 3-D int16-compatible array; ``b`` is
     one too, or a ``PackedB`` from ``pack_b`` (weights: packed once per layer).
     """
-    packed = b if isinstance(b, PackedB) else None
-    b_groups, b_n, b_k = (packed.groups, packed.n, packed.k) if packed else (b.shape if b.ndim == 3 else (None,) * 3)
-    if a.ndim != 3 or b_groups is None or a.shape[0] != b_groups or a.shape[2] != b_k:
-        raise ValueError(f"gemm shapes do not fit: a {a.shape}, b {(b_groups, b_n, b_k) if packed else b.shape} "
-                         "(want [G,M,K] and [G,N,K])")
+    if not isinstance(b, PackedB):
+        if b.ndim != 3:
+            raise ValueError(f"gemm shapes do not fit: a {a.shape}, b {b.shape} (want [G,M,K] and [G,N,K])")
+        b = pack_b(b)
+    if a.ndim != 3 or a.shape[0] != b.groups or a.shape[2] != b.k:
+        raise ValueError(f"gemm shapes do not fit: a {a.shape}, b {(b.groups, b.n, b.k)} (want [G,M,K] and [G,N,K])")
     if not 2 <= acc_bits <= 32:
         raise ValueError(f"accumulator width must be 2..32 bits, got {acc_bits}")
     a16 = np.ascontiguousarray(a, dtype=np.int16)
     bias64 = np.zeros(0, np.int64) if bias is None else np.ascontiguousarray(bias, dtype=np.int64)
     g, m, k = a16.shape
-    b_max = packed.max_abs if packed else _max_abs(b)
-    bound = k * _max_abs(a16) * b_max + _max_abs(bias64)
+    b_n = b.n
+    bound = k * _max_abs(a16) * b.max_abs + _max_abs(bias64)
     lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
     if bound <= INT32_MAX:  # int32 never wraps: the micro-kernel adds the bias too
-        panels = (packed or pack_b(b)).panels
-        bias32 = np.zeros(panels.shape[1] * COLS, np.int32)
+        bias32 = np.zeros(b.panels.shape[1] * COLS, np.int32)
         bias32[:len(bias64)] = bias64
         raw = np.empty((g, m, b_n), dtype=np.int32)
         if m and b_n:
-            gemm_i32_tiled(_pairs(a16), panels, bias32, raw)
+            gemm_i32_tiled(_pairs(a16), b.panels, bias32, raw)
         if bound <= hi:
             return raw, 0
         bias64 = np.zeros(0, np.int64)  # already added
     else:
-        b16 = packed.unpack() if packed else np.ascontiguousarray(b, dtype=np.int16)
         raw = np.empty((g, m, b_n), dtype=np.int64)
-        _gemm_i64(a16, b16, raw)
+        _gemm_i64(a16, b.unpack(), raw)
     out = np.empty((g, m, b_n), dtype=np.int32)
     saturated = _add_bias_saturate(raw, bias64, lo, hi, out)
     return out, saturated

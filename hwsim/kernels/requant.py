@@ -20,34 +20,18 @@ def rshift_round(x: int, s: int) -> int:
 
 
 @njit(cache=True, parallel=True)
-def requant_shift(x: np.ndarray, shift: np.ndarray, qmin: int, qmax: int, out: np.ndarray) -> int:
-    """out[r, c] = clamp(rshift_round(x[r, c], shift[c or 0])); returns the saturation count."""
+def requant_shift(x: np.ndarray, shift: np.ndarray, qmin: int, qmax: int, out: np.ndarray, along_rows: bool = False) -> int:
+    """out[r, c] = clamp(rshift_round(x[r, c], shift[c or 0])); returns the saturation count.
+
+    ``along_rows``: one shift per row instead, shift[r]: per-channel shifts on an axis before the last (per head over
+    [B, H, T, T] logits viewed as [B * H, T * T]) without moving that axis to the end.
+    """
     rows, cols = x.shape
     per_channel = shift.shape[0] > 1
     saturated = 0
     for r in prange(rows):
         for c in range(cols):
-            s = shift[c] if per_channel else shift[0]
-            v = rshift_round(np.int64(x[r, c]), s)
-            if v > qmax:
-                v = qmax
-                saturated += 1
-            elif v < qmin:
-                v = qmin
-                saturated += 1
-            out[r, c] = v
-    return saturated
-
-
-@njit(cache=True, parallel=True)
-def requant_shift_rows(x: np.ndarray, row_shift: np.ndarray, qmin: int, qmax: int, out: np.ndarray) -> int:
-    """out[r, c] = clamp(rshift_round(x[r, c], row_shift[r])): per-channel shifts on an axis before the last (e.g. per
-    head over [B, H, T, T] logits, viewed as [B * H, T * T]) without moving that axis; returns the saturation count."""
-    rows, cols = x.shape
-    saturated = 0
-    for r in prange(rows):
-        s = row_shift[r]
-        for c in range(cols):
+            s = shift[r] if along_rows else (shift[c] if per_channel else shift[0])
             v = rshift_round(np.int64(x[r, c]), s)
             if v > qmax:
                 v = qmax

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwsim.ir.schema import Op, Program
-from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift, requant_shift_rows
+from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift
 from hwsim.ops._registry import channel_vector, need, out_range, param_shape, register_op
 
 
@@ -38,7 +38,7 @@ def run_requant(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[lis
         rows = np.ascontiguousarray(x).reshape(-1, int(np.prod(x.shape[axis + 1:])))
         row_shift = np.resize(channel_vector(program.param(op, "shift"), x.shape[axis]), rows.shape[0])
         out = np.empty(rows.shape, dtype=np.int32)
-        sat = requant_shift_rows(rows, row_shift, lo, hi, out)
+        sat = requant_shift(rows, row_shift, lo, hi, out, True)
         return [out.reshape(x.shape)], int(sat)
     moved = np.moveaxis(x, axis, -1)
     flat = np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])

@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.gemm import gemm, pack_b
 from hwsim.kernels.layernorm import isqrt, layernorm_int
-from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift, requant_shift_rows
+from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift
 from hwsim.kernels.softmax import bit_length, log2_code, softmax_int
 from hwsim.ops.gemm_ops import decode_log2, im2col
 from hwsim.reference import ops as R
@@ -46,13 +46,13 @@ def test_requant_shift_exhaustive(bits, signed):
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 9), st.integers(0, 2**32))
-def test_requant_shift_rows_is_per_channel_on_an_inner_axis(batch, heads, inner, seed):
+def test_requant_shift_along_rows_is_per_channel_on_an_inner_axis(batch, heads, inner, seed):
     # [B, H, inner] with one shift per head (-3..12): rows of the [B * H, inner] view cycle through the heads
     rng = np.random.default_rng(seed)
     x = rng.integers(-2**20, 2**20, (batch, heads, inner))
     shift = rng.integers(-3, 13, heads)
     out = np.empty((batch * heads, inner), dtype=np.int32)
-    sat = requant_shift_rows(x.reshape(batch * heads, inner), np.resize(shift, batch * heads), -128, 127, out)
+    sat = requant_shift(x.reshape(batch * heads, inner), np.resize(shift, batch * heads), -128, 127, out, True)
     ref, ref_sat = R.saturate(R.round_shift(x, shift[None, :, None]), 8, True)
     assert np.array_equal(out.reshape(x.shape), ref) and sat == ref_sat
 
