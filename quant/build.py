@@ -72,8 +72,8 @@ def quantize_vit(model: torch.nn.Module, calib: torch.Tensor, method: Method, bi
     def internal(key: str) -> int:
         return method.internal_exp(obs[key].absmax, RESIDUAL_BITS)
 
-    def act(key: str, nbits: int) -> Activation:
-        return Activation(method.act_scale(obs[key], nbits), nbits)
+    def act(key: str, nbits: int, consumer: torch.nn.Linear | None = None) -> Activation:
+        return Activation(method.act_scale(obs[key], nbits, consumer=None if consumer is None else consumer.weight), nbits)
 
     pe = bits["patch_embed.proj"]
     input_act = act("input", pe["abits"])
@@ -85,35 +85,41 @@ def quantize_vit(model: torch.nn.Module, calib: torch.Tensor, method: Method, bi
         wb = bits[lname]["wbits"]
         return QuantLinear(lname, module, wb, method.weight_scale(module.weight, obs[f"{lname}.in"].sample(), wb), x, out)
 
-    def norm_out(key: str, nbits: int) -> Activation:
-        return Activation(method.norm_out_scale(obs[key], nbits), nbits)
+    def norm_out(key: str, nbits: int, consumer: torch.nn.Linear) -> Activation:
+        return Activation(method.norm_out_scale(obs[key], nbits, consumer.weight), nbits)
 
     blocks = []
     for i, blk in enumerate(fm.blocks):
         p = f"blocks.{i}"
         e_in, e_mid = internal(f"{p}.in"), internal(f"{p}.mid")
         e_out = internal(f"blocks.{i + 1}.in" if i + 1 < len(fm.blocks) else "final")
-        n1 = QuantLayerNorm(f"{p}.norm1", blk.norm1, norm_out(f"{p}.attn.qkv.in", bits[f"{p}.attn.qkv"]["abits"]))
+        n1 = QuantLayerNorm(f"{p}.norm1", blk.norm1, norm_out(f"{p}.attn.qkv.in", bits[f"{p}.attn.qkv"]["abits"], blk.attn.qkv))
         mm_bits = bits[f"{p}.attn.matmul"]["abits"]
-        heads = [method.head_scales(obs[f"{p}.attn.{t}"], mm_bits) for t in "qkv"]
-        d = blk.attn.head_dim
+        d, h = blk.attn.head_dim, blk.attn.num_heads
+        # q and k token rows of the calibration sample, for scales chosen by the error of the logits Q.K^T
+        q_rows, k_rows, _ = blk.attn.qkv(obs[f"{p}.attn.qkv.in"].sample().float()).double().reshape(-1, 3, h, d).unbind(1)
+        heads = [method.head_scales(obs[f"{p}.attn.q"], mm_bits, q_rows, k_rows),
+                 method.head_scales(obs[f"{p}.attn.k"], mm_bits, k_rows, q_rows),
+                 method.head_scales(obs[f"{p}.attn.v"], mm_bits)]
         qkv_scale = torch.stack(heads)[:, :, None].expand(3, blk.attn.num_heads, d).reshape(-1)
         qkv_act = Activation(Scale(qkv_scale.contiguous(), axis=-1), mm_bits)
         qkv = linear(f"{p}.attn.qkv", blk.attn.qkv, n1.out, qkv_act)
         logit_exp = min(internal(f"{p}.attn.logits"), 0)
         log2_bits = method.softmax_log2_bits
         softmax = QuantSoftmax(f"{p}.attn.softmax", -logit_exp, log2_bits or mm_bits, log2_bits is not None)
-        attn_out = act(f"{p}.attn.proj.in", bits[f"{p}.attn.proj"]["abits"])
+        attn_out = act(f"{p}.attn.proj.in", bits[f"{p}.attn.proj"]["abits"], blk.attn.proj)
         proj = linear(f"{p}.attn.proj", blk.attn.proj, attn_out, Activation(Scale.power_of_two(e_mid), RESIDUAL_BITS))
         attention = QuantAttention(f"{p}.attn", blk.attn, qkv, qkv_act, logit_exp, softmax, attn_out, proj)
-        n2 = QuantLayerNorm(f"{p}.norm2", blk.norm2, norm_out(f"{p}.mlp.fc1.in", bits[f"{p}.mlp.fc1"]["abits"]))
+        n2 = QuantLayerNorm(f"{p}.norm2", blk.norm2, norm_out(f"{p}.mlp.fc1.in", bits[f"{p}.mlp.fc1"]["abits"], blk.mlp.fc1))
         gelu_in = Activation(Scale.power_of_two(min(internal(f"{p}.mlp.fc1.out"), 0)), RESIDUAL_BITS)
         fc1 = linear(f"{p}.mlp.fc1", blk.mlp.fc1, n2.out, gelu_in)
-        gelu_out = act(f"{p}.mlp.fc2.in", bits[f"{p}.mlp.fc2"]["abits"])
+        gelu_bits = bits[f"{p}.mlp.fc2"]["abits"]
+        gelu_scale, gelu_zero = method.skewed_act(obs[f"{p}.mlp.fc2.in"], gelu_bits, blk.mlp.fc2.weight)
+        gelu_out = Activation(gelu_scale, gelu_bits, True, gelu_zero)
         fc2 = linear(f"{p}.mlp.fc2", blk.mlp.fc2, gelu_out, Activation(Scale.power_of_two(e_out), RESIDUAL_BITS))
         blocks.append(QuantBlock(p, n1, attention, QuantResidualAdd(f"{p}.add1", e_in, e_mid), n2,
                                  QuantMlp(f"{p}.mlp", fc1, gelu_out, fc2), QuantResidualAdd(f"{p}.add2", e_mid, e_out)))
-    norm = QuantLayerNorm("norm", fm.norm, norm_out("head.in", bits["head"]["abits"]))
+    norm = QuantLayerNorm("norm", fm.norm, norm_out("head.in", bits["head"]["abits"], fm.head))
     head = linear("head", fm.head, norm.out, Activation(Scale.power_of_two(internal("head.out")), RESIDUAL_BITS))
     meta = {"method": method.name, "bits": bits, "calibration_images": int(len(calib)),
             "input_shape": list(calib.shape[1:]), **(metadata or {})}

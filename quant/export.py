@@ -65,19 +65,20 @@ class ProgramBuilder:
         return name
 
     def op(self, kind: str, name: str, inputs: list[str], out: str, bits: int, signed: bool = True,
-           scale: Scale | None = None, params: dict[str, str] | None = None, attrs: dict[str, Any] | None = None) -> str:
-        """Add op ``name`` computing tensor ``out`` (shape inferred by hwsim's checker)."""
+           scale: Scale | None = None, params: dict[str, str] | None = None, attrs: dict[str, Any] | None = None,
+           zero_point: int = 0) -> str:
+        """Add op ``name`` computing tensor ``out`` (shape inferred by hwsim's checker); real = (code - zero_point) * scale."""
         if out in self.program.tensors:
             raise ValueError(f"export: tensor {out!r} defined twice")
         op = Op(kind, name, tuple(inputs), (out,), dict(params or {}), dict(attrs or {}))
         # Checkers may read the output's width and sign, so declare it first and set its inferred shape after.
-        self.program.tensors[out] = TensorSpec((), bits, signed, **self._scale_fields(scale))
+        self.program.tensors[out] = TensorSpec((), bits, signed, zero_point=zero_point, **self._scale_fields(scale))
         try:
             (shape,) = OPS[kind].check(op, self.program, [self.program.tensors[t].shape for t in inputs])
         except ValueError as err:
             del self.program.tensors[out]
             raise ValueError(f"export: op {name!r} ({kind}): {err}") from err
-        self.program.tensors[out] = TensorSpec(tuple(shape), bits, signed, **self._scale_fields(scale))
+        self.program.tensors[out] = TensorSpec(tuple(shape), bits, signed, zero_point=zero_point, **self._scale_fields(scale))
         self.program.ops.append(op)
         return out
 

@@ -37,20 +37,24 @@ def _emit_requant(b: ProgramBuilder, name: str, x: str, rq: Requant, out_scale: 
     if rq.mode == "dyadic":
         params["multiplier"] = b.constant(f"{name}.multiplier", rq.multiplier, 32)
     return b.op("Requant", name, [x], f"{name}.out", rq.bits, rq.signed, out_scale, params,
-                {"mode": rq.mode, "axis": rq.axis})
+                {"mode": rq.mode, "axis": rq.axis}, zero_point=rq.zero_point)
 
 
 @dataclass
 class Activation:
-    """How a tensor is coded: scale, width and sign."""
+    """How a tensor is coded: real = (code - zero_point) * scale, codes of ``bits`` width and sign."""
 
     scale: Scale
     bits: int
     signed: bool = True
+    zero_point: int = 0
 
 
 class QuantLinear(torch.nn.Module):
-    """y = requant(sum_k (x_k << input_shift_k) * W_nk + b_n): int weights per output channel, int32 bias."""
+    """y = requant(sum_k (x_k << input_shift_k) * W_nk + b_n): int weights per output channel, int32 bias.
+
+    An input zero point z is folded into the bias (b_n - z * sum_k W_nk), so the integer program multiplies raw codes.
+    """
 
     def __init__(self, name: str, linear: torch.nn.Linear, wbits: int, w_scale: torch.Tensor, x: Activation,
                  out: Activation | None) -> None:
@@ -66,9 +70,12 @@ class QuantLinear(torch.nn.Module):
         self.w_scale = Scale(w_scale.double(), axis=-1)
         self.register_buffer("weight", quantize(linear.weight.double(), w_scale.double()[:, None], wbits, True))
         self.acc_scale = self.in_base * self.w_scale
-        if linear.bias is not None:
+        if x.zero_point and self.input_shift is not None:
+            raise ValueError(f"{name}: an input with both a zero point and PTF channel shifts is not supported")
+        if linear.bias is not None or x.zero_point:
             lo, hi = qrange(ACC_BITS, True)
-            self.register_buffer("bias", torch.clamp(round_half_up(linear.bias.double() / self.acc_scale.value), lo, hi))
+            bias = round_half_up(linear.bias.double() / self.acc_scale.value) if linear.bias is not None else 0.0
+            self.register_buffer("bias", torch.clamp(bias - x.zero_point * self.weight.sum(1), lo, hi))
         else:
             self.bias = None
         self.requant = None if out is None else Requant.between(self.acc_scale, out.scale, out.bits, out.signed)
@@ -226,7 +233,8 @@ class QuantMlp(torch.nn.Module):
         self.name, self.fc1, self.fc2, self.gelu_out = name, fc1, fc2, gelu_out
         self.frac_bits = -int(fc1.out.scale.exps())
         self.gelu_scale = Scale.power_of_two(-self.frac_bits - self.SIG_BITS)
-        self.gelu_requant = Requant.between(self.gelu_scale, gelu_out.scale, gelu_out.bits, gelu_out.signed)
+        self.gelu_requant = Requant.between(self.gelu_scale, gelu_out.scale, gelu_out.bits, gelu_out.signed,
+                                            gelu_out.zero_point)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = _np(self.fc1(x))

@@ -40,7 +40,8 @@ class Scale:
 
 @dataclass(frozen=True)
 class Requant:
-    """acc (at ``src`` scale) -> clamp(round(acc * src / dst)) as a shift or a dyadic multiply, per channel on ``axis``."""
+    """acc (at ``src`` scale) -> clamp(round(acc * src / dst) + zero_point) as a shift or a dyadic multiply, per channel
+    on ``axis``."""
 
     mode: str               # "shift" | "dyadic"
     shift: torch.Tensor     # int64 [channels] or [1]
@@ -48,16 +49,17 @@ class Requant:
     axis: int
     bits: int
     signed: bool
+    zero_point: int = 0
 
     @staticmethod
-    def between(src: Scale, dst: Scale, bits: int, signed: bool) -> "Requant":
+    def between(src: Scale, dst: Scale, bits: int, signed: bool, zero_point: int = 0) -> "Requant":
         ratio = (src.value / dst.value).reshape(-1)
         axis = src.axis if not src.per_tensor else dst.axis
         if is_pot(ratio):
-            return Requant("shift", -pot_exps(ratio), None, axis, bits, signed)
+            return Requant("shift", -pot_exps(ratio), None, axis, bits, signed, zero_point)
         pairs = [dyadic(float(r)) for r in ratio]
         return Requant("dyadic", torch.tensor([p.shift for p in pairs]), torch.tensor([p.multiplier for p in pairs]),
-                       axis, bits, signed)
+                       axis, bits, signed, zero_point)
 
     def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if t.numel() == 1:
@@ -78,4 +80,4 @@ class Requant:
             one = torch.ones_like(s)
             y = torch.div(acc.long() * m + torch.bitwise_left_shift(one, s - 1), torch.bitwise_left_shift(one, s),
                           rounding_mode="floor").double()
-        return torch.clamp(y, lo, hi)
+        return torch.clamp(y + self.zero_point, lo, hi)

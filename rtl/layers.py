@@ -57,6 +57,8 @@ def _requant_params(program: Program, rq: Op, n: int, head: int | None) -> tuple
     if shift.min() < SHIFT_RANGE[0] or shift.max() > SHIFT_RANGE[1]:
         raise ValueError(f"{rq.name}: shifts {shift.min()}..{shift.max()} outside the RTL's {SHIFT_RANGE}")
     spec = program.tensors[rq.outputs[0]]
+    if spec.zero_point:
+        raise ValueError(f"{rq.name}: output zero point {spec.zero_point}; the RTL requantizer adds none")
     return shift, spec.qmin, spec.qmax
 
 

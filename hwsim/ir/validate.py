@@ -30,6 +30,27 @@ def _check_constants(program: Program) -> None:
         raise ProgramError(f"constants without a declared tensor: {sorted(extra)[:5]}")
 
 
+# Zero points: only a Requant adds one, and only a Linear reads one (the exporter folds -z * sum_k W_nk into its
+# bias, so the op multiplies raw codes). Everywhere else a non-zero zero point would be silently ignored.
+ZERO_POINT_PRODUCERS = ("Requant",)
+ZERO_POINT_CONSUMERS = ("Linear",)
+
+
+def _check_zero_points(program: Program) -> None:
+    producer = {t: op.kind for op in program.ops for t in op.outputs}
+    for name, spec in program.tensors.items():
+        if spec.zero_point == 0:
+            continue
+        if not spec.qmin <= spec.zero_point <= spec.qmax:
+            raise ProgramError(f"tensor {name!r}: zero point {spec.zero_point} outside its {spec.bits}-bit range")
+        if producer.get(name) not in ZERO_POINT_PRODUCERS:
+            raise ProgramError(f"tensor {name!r}: a zero point needs a Requant producer, got {producer.get(name, 'none')}")
+        readers = {op.kind for op in program.ops if name in op.inputs}
+        if not readers <= set(ZERO_POINT_CONSUMERS):
+            raise ProgramError(f"tensor {name!r} has zero point {spec.zero_point} but is read by "
+                               f"{sorted(readers - set(ZERO_POINT_CONSUMERS))}, which ignore zero points")
+
+
 def validate(program: Program) -> None:
     """Check structure, order, constants and every op's shapes against the declared tensors."""
     from hwsim.ops import OPS  # registers the op kinds
@@ -73,3 +94,4 @@ def validate(program: Program) -> None:
     for name in program.outputs:
         if name not in defined:
             raise ProgramError(f"program output {name!r} is never computed")
+    _check_zero_points(program)

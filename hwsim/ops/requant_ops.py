@@ -1,7 +1,8 @@
 """Requant (shift or dyadic, per tensor or per channel along ``axis``) and the aligned residual Add.
 
 Rounding and saturation as DESIGN.md pins them (hwsim.kernels.requant). The output tensor's bits and signedness set
-the saturation bounds.
+the saturation bounds, and its zero point z is added after rounding: y = clamp(round(x * 2^-s) + z). The kernels
+clamp to the bounds shifted by -z, and z is added to the clamped codes, which is the same integer.
 """
 from __future__ import annotations
 
@@ -31,7 +32,15 @@ def check_requant(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> li
 def run_requant(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     axis = int(op.attrs.get("axis", -1)) % (x.ndim - 1) + 1  # per-sample axis -> batched axis
-    lo, hi = out_range(op, program)
+    zero = program.tensors[op.outputs[0]].zero_point
+    lo, hi = (bound - zero for bound in out_range(op, program))
+    out, sat = _requant(op, program, x, axis, lo, hi)
+    if zero:
+        out += np.int32(zero)
+    return [out], sat
+
+
+def _requant(op: Op, program: Program, x: np.ndarray, axis: int, lo: int, hi: int) -> tuple[np.ndarray, int]:
     if op.attrs.get("mode", "shift") == "shift" and axis < x.ndim - 1 and x.size:
         # Per-channel shifts on an inner axis (per head, per conv channel): the [outer * C, inner] view has one shift
         # per row (row r is channel r mod C), so the channel axis is never moved to the end and copied.
@@ -39,7 +48,7 @@ def run_requant(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[lis
         row_shift = np.resize(channel_vector(program.param(op, "shift"), x.shape[axis]), rows.shape[0])
         out = np.empty(rows.shape, dtype=np.int32)
         sat = requant_shift(rows, row_shift, lo, hi, out, True)
-        return [out.reshape(x.shape)], int(sat)
+        return out.reshape(x.shape), int(sat)
     moved = np.moveaxis(x, axis, -1)
     flat = np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
     out = np.empty(flat.shape, dtype=np.int32)
@@ -48,7 +57,7 @@ def run_requant(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[lis
         sat = requant_dyadic(flat, channel_vector(program.param(op, "multiplier"), flat.shape[1]), shift, lo, hi, out)
     else:
         sat = requant_shift(flat, shift, lo, hi, out)
-    return [np.moveaxis(out.reshape(moved.shape), -1, axis)], int(sat)
+    return np.moveaxis(out.reshape(moved.shape), -1, axis), int(sat)
 
 
 def check_add(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:

@@ -39,8 +39,9 @@ def _step(op: Op, p: Program, args: list[np.ndarray]) -> np.ndarray:
         axis = int(a.get("axis", -1))
         shift = _per_channel(p.param(op, "shift"), args[0], axis)
         if a.get("mode", "shift") == "dyadic":
-            return R.requant_dyadic(args[0], _per_channel(p.param(op, "multiplier"), args[0], axis), shift, out.bits, out.signed)
-        return R.requant_shift(args[0], shift, out.bits, out.signed)
+            return R.requant_dyadic(args[0], _per_channel(p.param(op, "multiplier"), args[0], axis), shift, out.bits,
+                                    out.signed, out.zero_point)
+        return R.requant_shift(args[0], shift, out.bits, out.signed, out.zero_point)
     if op.kind == "Add":
         return R.add(args[0], args[1], int(a.get("shift_a", 0)), int(a.get("shift_b", 0)), out.bits)
     if op.kind == "Softmax":

@@ -24,16 +24,16 @@ def saturate(x: np.ndarray, bits: int, signed: bool) -> tuple[np.ndarray, int]:
     return np.clip(x, lo, hi), int(((x < lo) | (x > hi)).sum())
 
 
-def requant_shift(x: np.ndarray, shift: np.ndarray, bits: int, signed: bool) -> np.ndarray:
-    return saturate(round_shift(x, shift), bits, signed)[0]
+def requant_shift(x: np.ndarray, shift: np.ndarray, bits: int, signed: bool, zero_point: int = 0) -> np.ndarray:
+    return saturate(round_shift(x, shift) + I64(zero_point), bits, signed)[0]
 
 
-def requant_dyadic(x: np.ndarray, m: np.ndarray, s: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+def requant_dyadic(x: np.ndarray, m: np.ndarray, s: np.ndarray, bits: int, signed: bool, zero_point: int = 0) -> np.ndarray:
     x = np.asarray(x, dtype=I64)
     m = np.asarray(m, dtype=I64)
     s = np.asarray(s, dtype=I64)
     v = np.floor_divide(x * m + np.left_shift(I64(1), s - 1), np.left_shift(I64(1), s))
-    return saturate(v, bits, signed)[0]
+    return saturate(v + I64(zero_point), bits, signed)[0]
 
 
 def matmul(a: np.ndarray, b_nk: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:

@@ -27,16 +27,22 @@ class Method(ABC):
         """Per-output-channel scale of ``weight`` [out, ...]; ``inputs`` [rows, in] are calibration inputs (Linear)."""
 
     @abstractmethod
-    def act_scale(self, obs: Observer, bits: int, signed: bool = True) -> Scale:
-        """Per-tensor scale of an activation."""
+    def act_scale(self, obs: Observer, bits: int, signed: bool = True, consumer: torch.Tensor | None = None) -> Scale:
+        """Per-tensor scale of an activation; ``consumer`` is the weight [out, in] of the Linear reading it, if any."""
 
     @abstractmethod
-    def head_scales(self, obs: Observer, bits: int) -> torch.Tensor:
-        """One scale per attention head (heads on the observer's last axis)."""
+    def head_scales(self, obs: Observer, bits: int, tokens: torch.Tensor | None = None,
+                    partner: torch.Tensor | None = None) -> torch.Tensor:
+        """One scale per attention head (heads on the observer's last axis). For q and k, ``tokens`` [rows, heads, d]
+        are calibration rows of the operand itself and ``partner`` those of the other operand of Q.K^T."""
 
-    def norm_out_scale(self, obs: Observer, bits: int) -> Scale:
-        """Scale of a LayerNorm output: per tensor, or per channel (PTF)."""
-        return self.act_scale(obs, bits)
+    def skewed_act(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> tuple[Scale, int]:
+        """(scale, zero point) of a signed activation with a one-sided range (the GELU output); symmetric here."""
+        return self.act_scale(obs, bits, consumer=consumer), 0
+
+    def norm_out_scale(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> Scale:
+        """Scale of a LayerNorm output: per tensor, or per channel (PTF); ``consumer`` as in ``act_scale``."""
+        return self.act_scale(obs, bits, consumer=consumer)
 
     @staticmethod
     def internal_exp(absmax: torch.Tensor, bits: int = 16) -> int:

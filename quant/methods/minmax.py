@@ -17,8 +17,9 @@ class MinMax(Method):
     def weight_scale(self, weight: torch.Tensor, inputs: torch.Tensor | None, bits: int) -> torch.Tensor:
         return absmax_scale(weight.double().reshape(len(weight), -1).abs().amax(1), bits, True)
 
-    def act_scale(self, obs: Observer, bits: int, signed: bool = True) -> Scale:
+    def act_scale(self, obs: Observer, bits: int, signed: bool = True, consumer: torch.Tensor | None = None) -> Scale:
         return Scale(absmax_scale(obs.absmax, bits, signed))
 
-    def head_scales(self, obs: Observer, bits: int) -> torch.Tensor:
+    def head_scales(self, obs: Observer, bits: int, tokens: torch.Tensor | None = None,
+                    partner: torch.Tensor | None = None) -> torch.Tensor:
         return absmax_scale(obs.absmax_c, bits, True)

@@ -3,12 +3,17 @@ Quantization and Acceleration for Fully Quantized Vision Transformer", IEEE TVLS
 
 - Adaptive power-of-two rounding: every scale is 2^alpha with alpha in {floor(log2 s) - 1, ..., floor(log2 s) + 2}
   around the min-max scale s. Weights (per output channel) choose alpha by the layer's output MSE ||X W^T - X Q(W)^T||^2
-  on calibration inputs; activations by the MSE of their own quantization (our choice where the paper is silent).
+  on calibration inputs. "Output MSE" for activations (where the paper gives no detail, our reading): an activation
+  read by a Linear by that Linear's output error ||(X - Q(X)) W^T||^2; q and k per head by the error of the logits
+  ||(q - Q(q)) k^T||^2 (k likewise against q), computed through the k Gram matrix; v and the input image by their own
+  quantization MSE.
 - PoT-aware smoothing before calibration: s_j = 2^round(log2(max|X_j|^a / max|W_j|^(1-a))) for the LayerNorm output
   channels j feeding qkv (a = 0.35) and fc1 (a = 0.5); X_j / s_j is folded into the LayerNorm affine and W_j * s_j into
   the linear weight, so the float model is unchanged and only quantization sees the smoother channels.
 - Post-LayerNorm activations use FQ-ViT's power-of-two factors (PTF): a layer-wise scale 2^e and per-channel factors
   2^k, k in 0..3, chosen per channel by MSE; the next linear shifts its input by k.
+- The GELU output, whose range is one-sided, takes a zero point (signed codes, so the PE array stays signed); the
+  exporter folds it into fc2's bias and the requantizer adds it.
 - Softmax output: 4-bit log2 codes (FQ-ViT's log-int-softmax), so attn @ V is shifts.
 Every requantization is therefore a shift (quant.scales.Requant picks "shift" when both scales are powers of two).
 """
@@ -19,7 +24,7 @@ import torch
 from quant.calibrate import collect
 from quant.methods.base import Method, batches
 from quant.observers import Observer
-from quant.parts import absmax_scale, fake_quant, pot_floor_exp
+from quant.parts import absmax_scale, fake_quant, pot_floor_exp, qrange, round_half_up
 from quant.scales import Scale
 
 SMOOTH_ALPHA_QKV = 0.35
@@ -74,18 +79,65 @@ class P2ViT(Method):
         pick = torch.stack(errors).argmin(0)
         return torch.exp2(cands.gather(0, pick[None]).squeeze(0).double())
 
-    def act_scale(self, obs: Observer, bits: int, signed: bool = True) -> Scale:
-        x = obs.sample().flatten()
-        return Scale(_best_pot(x[:, None], absmax_scale(obs.absmax, bits, signed), bits, signed).reshape(()))
-
-    def head_scales(self, obs: Observer, bits: int) -> torch.Tensor:
-        return _best_pot(obs.sample(), absmax_scale(obs.absmax_c, bits, True), bits, True)
-
-    def norm_out_scale(self, obs: Observer, bits: int) -> Scale:
-        """PTF: layer-wise 2^e (adaptive), then per channel 2^(e - 3 + k), k in 0..3, by per-channel MSE."""
-        top = self.act_scale(obs, bits).value
+    def act_scale(self, obs: Observer, bits: int, signed: bool = True, consumer: torch.Tensor | None = None) -> Scale:
         x = obs.sample()
-        cands = [top * 2.0 ** -(PTF_LEVELS - 1 - k) for k in range(PTF_LEVELS)]
-        errors = torch.stack([((fake_quant(x, s, bits, True) - x) ** 2).mean(0) for s in cands])
-        k = errors.argmin(0)
-        return Scale(top * torch.exp2((k - (PTF_LEVELS - 1)).double()), axis=-1)
+        base = absmax_scale(obs.absmax, bits, signed)
+        if consumer is None:
+            return Scale(_best_pot(x.flatten()[:, None], base, bits, signed).reshape(()))
+        options = [(torch.exp2(c.double()), 0) for c in _candidates(base)]
+        return Scale(options[_least_error(x, options, bits, signed, consumer)][0])
+
+    def skewed_act(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> tuple[Scale, int]:
+        """GELU output (min about -0.17, max several units): a zero point z <= 0 moves the signed code range onto
+        [min, max], as FQ-ViT's asymmetric activations do; each PoT candidate takes the z mapping min to the lowest
+        code, and the (scale, z) pair is chosen by the consumer's output MSE (own MSE without one)."""
+        lo_code, hi_code = qrange(bits, True)
+        lo, hi = obs.min_c.min().clamp(max=0.0), obs.max_c.max().clamp(min=0.0)
+        options = []
+        for c in _candidates((hi - lo).clamp(min=1e-12) / (hi_code - lo_code)):
+            s = torch.exp2(c.double())
+            options.append((s, int(torch.clamp(lo_code - round_half_up(lo / s), lo_code, 0))))
+        s, z = options[_least_error(obs.sample(), options, bits, True, consumer)]
+        return Scale(s), z
+
+    def head_scales(self, obs: Observer, bits: int, tokens: torch.Tensor | None = None,
+                    partner: torch.Tensor | None = None) -> torch.Tensor:
+        """Per head; for q and k by the MSE of the logits Q(q).k^T (resp. q.Q(k)^T), else by own MSE."""
+        base = absmax_scale(obs.absmax_c, bits, True)
+        if tokens is None or partner is None:
+            return _best_pot(obs.sample(), base, bits, True)
+        gram = torch.einsum("rhd,rhe->hde", partner.double(), partner.double())  # ||dq k^T||^2 = sum dq G dq^T
+        x = tokens.double()
+        cands = _candidates(base)  # [window, heads]
+        errors = []
+        for c in cands:
+            dq = fake_quant(x, torch.exp2(c.double())[None, :, None], bits, True) - x
+            errors.append(torch.einsum("rhd,hde,rhe->h", dq, gram, dq))
+        return torch.exp2(cands.gather(0, torch.stack(errors).argmin(0)[None])[0].double())
+
+    def norm_out_scale(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> Scale:
+        """PTF: layer-wise 2^e, then per channel 2^(e - 3 + k), k in 0..3 by per-channel MSE; e is chosen among the
+        adaptive-rounding candidates by the consumer's output MSE (by the PTF-quantized tensor's MSE without one)."""
+        x = obs.sample()
+        options = [(_ptf_scales(x, torch.exp2(c.double()), bits), 0)
+                   for c in _candidates(absmax_scale(obs.absmax, bits, True))]
+        return Scale(options[_least_error(x, options, bits, True, consumer)][0], axis=-1)
+
+
+def _ptf_scales(x: torch.Tensor, top: torch.Tensor, bits: int) -> torch.Tensor:
+    """FQ-ViT's power-of-two factors: per channel (last axis of ``x``) the 2^(k - 3) * top, k in 0..3, of least MSE."""
+    cands = [top * 2.0 ** -(PTF_LEVELS - 1 - k) for k in range(PTF_LEVELS)]
+    errors = torch.stack([((fake_quant(x, s, bits, True) - x) ** 2).mean(0) for s in cands])
+    return top * torch.exp2((errors.argmin(0) - (PTF_LEVELS - 1)).double())
+
+
+def _least_error(x: torch.Tensor, options: list[tuple[torch.Tensor, int]], bits: int, signed: bool,
+                 weight: torch.Tensor | None) -> int:
+    """Index of the (scale, zero point) option whose quantization of ``x`` [rows, in] least disturbs ``x @ weight.T``
+    (summed squares), or ``x`` itself when there is no weight."""
+    w = None if weight is None else weight.double().t()
+    errors = []
+    for scale, zero in options:
+        dx = fake_quant(x, scale, bits, signed, zero) - x
+        errors.append(float(((dx if w is None else dx @ w) ** 2).sum()))
+    return min(range(len(options)), key=errors.__getitem__)

@@ -1,10 +1,13 @@
 """The executor against the reference executor on every intermediate tensor, and against fake-quant on real models."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from hwsim.executor import quantize_input, run
+from hwsim.ir import Op, ProgramError, validate
 from hwsim.reference.executor import run_reference
 from tests.conftest import int_input
 from tests.hwsim.test_ir import tiny_program
@@ -18,6 +21,30 @@ def test_tiny_program_by_hand():
     expected = np.clip(np.floor((acc + (1 << (p.constants["s"] - 1))) / (1 << p.constants["s"])), -128, 127)
     assert np.array_equal(res.outputs["y"][0], expected)
     assert np.array_equal(res.trace["acc"][0], acc)
+
+
+@pytest.mark.parametrize("zero_point", [-128, -7, 0, 5, 127])
+def test_requant_adds_the_output_zero_point_after_rounding_then_saturates(zero_point):
+    p = tiny_program()
+    p.tensors["y"] = dataclasses.replace(p.tensors["y"], zero_point=zero_point)
+    x = np.random.default_rng(1).integers(-128, 128, (64, 3, 4)).astype(np.int32)
+    res = run(p, x, trace=True)
+    s = p.constants["s"]
+    unclamped = np.floor((res.trace["acc"] + (1 << (s - 1))) / (1 << s)) + zero_point
+    expected = np.clip(unclamped, -128, 127)
+    assert np.array_equal(res.outputs["y"], expected)
+    assert np.array_equal(run_reference(p, x)["y"], expected)
+    assert res.saturations["rq"] == int(((unclamped < -128) | (unclamped > 127)).sum())
+
+
+def test_a_zero_point_read_by_an_op_that_ignores_it_is_refused():
+    p = tiny_program()
+    p.tensors["y"] = dataclasses.replace(p.tensors["y"], zero_point=-7)
+    p.tensors["z"] = dataclasses.replace(p.tensors["y"], zero_point=0)
+    p.ops.append(Op("Reshape", "flat", ("y",), ("z",), attrs={"shape": [3, 2]}))
+    p.outputs = ["z"]
+    with pytest.raises(ProgramError, match="ignore zero points"):
+        validate(p)
 
 
 def test_executor_rejects_float_and_out_of_range_input():

@@ -12,6 +12,7 @@ from quant.calibrate import prepare_float
 from quant.methods import get_method
 from quant.methods.p2vit import P2ViT
 from quant.parts import QuantError
+from quant.scales import Scale
 
 
 @pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
@@ -24,6 +25,10 @@ def test_every_requant_of_a_p2vit_export_is_a_shift(bits, p2vit_programs):
         if name.endswith(".weight"):
             assert spec.channel_exps is not None
     assert {op.attrs["log2"] for op in program.ops if op.kind == "Softmax"} == {True}
+    # only the GELU outputs carry a zero point (signed codes, z <= 0, folded into fc2's bias)
+    zero_points = {name: spec.zero_point for name, spec in program.tensors.items() if spec.zero_point}
+    assert zero_points and all(name.endswith("mlp.gelu_requant.out") for name in zero_points)
+    assert all(-(1 << (bits[1] - 1)) <= z < 0 for z in zero_points.values())
 
 
 def test_ptf_input_shifts_are_in_0_to_3(p2vit_programs):
@@ -68,6 +73,62 @@ def test_adaptive_rounding_beats_nearest_pot_on_output_mse():
 
     naive = torch.exp2(torch.ceil(torch.log2(w.abs().amax(1) / 7)))
     assert torch.all(err(chosen) <= err(naive) + 1e-12)
+
+
+def test_linear_folds_an_input_zero_point_into_its_bias():
+    from quant.qvit import Activation, QuantLinear
+
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(6, 3).double()
+    x = Activation(Scale(torch.tensor(0.25)), 4, True, zero_point=-7)
+    q = QuantLinear("fc", fc, 4, torch.full((3,), 0.125, dtype=torch.float64), x, None)
+    codes = torch.randint(-8, 8, (5, 6)).double()
+    bias = torch.floor(fc.bias.double() / (0.25 * 0.125) + 0.5)
+    assert torch.equal(q(codes), (codes + 7) @ q.weight.t() + bias)  # sum (x - z) W + b, on raw codes
+
+
+def test_gelu_output_zero_point_beats_symmetric_codes_on_fc2_output_error():
+    from quant.observers import Observer
+    from quant.parts import fake_quant
+
+    torch.manual_seed(0)
+    obs = Observer("gelu")
+    obs.update(torch.nn.functional.gelu(torch.randn(2048, 32, dtype=torch.float64) * 1.5))
+    w = torch.randn(16, 32, dtype=torch.float64)
+    method = P2ViT()
+    scale, zero = method.skewed_act(obs, 4, w)
+    assert -8 <= zero < 0 and method.skewed_act(obs, 4, w) == (scale, zero)
+    sym = method.act_scale(obs, 4, consumer=w)
+    x = obs.sample()
+
+    def err(s, z):
+        return float((((fake_quant(x, s, 4, True, z) - x) @ w.t()) ** 2).sum())
+
+    assert err(scale.value, zero) < err(sym.value, 0)
+
+
+def test_q_and_k_scales_minimise_the_logit_error_among_the_rounding_candidates():
+    from quant.observers import Observer
+    from quant.parts import fake_quant
+    from quant.methods.p2vit import ROUNDING_WINDOW, _candidates
+    from quant.parts import absmax_scale
+
+    torch.manual_seed(0)
+    # q's first dims are large but k barely uses them: the logits care about q's small dims, its own MSE does not
+    dims = torch.tensor([8.0] * 4 + [1.0] * 4)
+    q = torch.randn(512, 2, 8, dtype=torch.float64) * torch.tensor([1.0, 3.0])[:, None] * dims
+    k = torch.randn(512, 2, 8, dtype=torch.float64) / dims**2
+    obs = Observer("q")
+    obs.update(q.permute(0, 2, 1))  # heads on the last axis, as calibration observes them
+    chosen = P2ViT().head_scales(obs, 4, q, k)
+    assert not torch.equal(chosen, P2ViT().head_scales(obs, 4))
+    cands = _candidates(absmax_scale(obs.absmax_c, 4, True))
+    for h in range(2):
+        errors = []
+        for d in range(len(ROUNDING_WINDOW)):
+            s = torch.exp2(cands[d, h].double())
+            errors.append(float((((fake_quant(q[:, h], s, 4, True) - q[:, h]) @ k[:, h].t()) ** 2).sum()))
+        assert chosen[h] == torch.exp2(cands[int(np.argmin(errors)), h].double())
 
 
 def test_empty_and_nonfinite_calibration_are_errors(deit_fmnist):

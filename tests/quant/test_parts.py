@@ -84,6 +84,14 @@ def test_requant_shift_matches_integer_formula_exhaustively():
         assert torch.equal(rq(acc), torch.clamp(ref, -128, 127).double())
 
 
+@pytest.mark.parametrize("zero_point", [-8, -7, 0, 3])
+def test_requant_zero_point_is_added_after_rounding_then_clamped(zero_point):
+    acc = torch.arange(-300, 300, dtype=torch.float64)[None]
+    rq = Requant.between(Scale(torch.tensor(2.0**-4)), Scale(torch.tensor(1.0)), 4, True, zero_point)
+    ref = torch.clamp(((acc.long() + 8) >> 4) + zero_point, -8, 7)
+    assert torch.equal(rq(acc), ref.double())
+
+
 def test_requant_dyadic_for_float_scales():
     rq = Requant.between(Scale(torch.tensor(0.3)), Scale(torch.tensor(0.7)), 8, True)
     assert rq.mode == "dyadic"
