@@ -1,7 +1,7 @@
 """Quantizer presets named by their spec, e.g. ``Int4WeightPerChannelPoT`` (Brevitas naming), in a registry.
 
-A preset fixes bits, signedness, granularity and the scale form (float, power of two, or log2 codes); a method picks the
-scale values. ``preset("Int6ActPerTensorPoT")`` parses any name of the grammar; ``list_presets()`` lists the registered
+A preset fixes bits, signedness, zero point (``Shifted``: asymmetric, with a zero point), granularity and the scale form
+(float, power of two, or log2 codes); a ``quant.quantizer.Quantizer`` built on it picks the scale values. ``preset("Int6ActPerTensorPoT")`` parses any name of the grammar; ``list_presets()`` lists the registered
 canonical ones.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from quant.parts import QuantError, check_bits
 
-_NAME = re.compile(r"^(U?Int)(\d+)(Weight|Act|Softmax|Residual)(PerTensor|PerChannel|PerHead)?(PoT|Float|Log2)$")
+_NAME = re.compile(r"^(Shifted)?(U?Int)(\d+)(Weight|Act|Softmax|Residual)(PerTensor|PerChannel|PerHead)?(PoT|Float|Log2)$")
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,12 @@ class QuantSpec:
     role: str          # Weight | Act | Softmax | Residual
     granularity: str   # PerTensor | PerChannel | PerHead
     scale_form: str    # PoT | Float | Log2
+    asymmetric: bool = False  # a zero point moves the code range onto [min, max]
 
     @property
     def name(self) -> str:
-        return f"{'Int' if self.signed else 'UInt'}{self.bits}{self.role}{self.granularity}{self.scale_form}"
+        shifted = "Shifted" if self.asymmetric else ""
+        return f"{shifted}{'Int' if self.signed else 'UInt'}{self.bits}{self.role}{self.granularity}{self.scale_form}"
 
     @property
     def pot(self) -> bool:
@@ -48,9 +50,12 @@ def preset(name: str) -> QuantSpec:
     m = _NAME.match(name)
     if not m:
         raise QuantError(f"unknown quantizer preset {name!r}; examples: {list_presets()[:6]}")
-    sign, bits, role, gran, form = m.groups()
+    shifted, sign, bits, role, gran, form = m.groups()
     hi = 4 if form == "Log2" else 16
-    return QuantSpec(check_bits(int(bits), f"{name}: bits", 2, hi), sign == "Int", role, gran or "PerTensor", form)
+    if shifted and (form == "Log2" or role == "Weight"):
+        raise QuantError(f"{name}: zero points are for activations with a uniform scale")
+    return QuantSpec(check_bits(int(bits), f"{name}: bits", 2, hi), sign == "Int", role, gran or "PerTensor", form,
+                     bool(shifted))
 
 
 def list_presets() -> list[str]:
@@ -62,6 +67,7 @@ for _b in range(2, 9):
         register_preset(QuantSpec(_b, True, "Weight", "PerChannel", _form))
         register_preset(QuantSpec(_b, True, "Act", "PerTensor", _form))
         register_preset(QuantSpec(_b, True, "Act", "PerHead", _form))
+        register_preset(QuantSpec(_b, True, "Act", "PerTensor", _form, asymmetric=True))
         register_preset(QuantSpec(_b, False, "Softmax", "PerTensor", _form))
 for _b in range(2, 5):
     register_preset(QuantSpec(_b, False, "Softmax", "PerTensor", "Log2"))

@@ -6,7 +6,7 @@ import torch
 
 from quant.methods.base import Method
 from quant.observers import Observer
-from quant.parts import absmax_scale
+from quant.quantizer import Quantizer
 from quant.scales import Scale
 
 
@@ -15,11 +15,11 @@ class MinMax(Method):
     softmax_log2_bits = None
 
     def weight_scale(self, weight: torch.Tensor, inputs: torch.Tensor | None, bits: int) -> torch.Tensor:
-        return absmax_scale(weight.double().reshape(len(weight), -1).abs().amax(1), bits, True)
+        return Quantizer(f"Int{bits}WeightPerChannelFloat").fit(weight).scale
 
     def act_scale(self, obs: Observer, bits: int, signed: bool = True, consumer: torch.Tensor | None = None) -> Scale:
-        return Scale(absmax_scale(obs.absmax, bits, signed))
+        return Scale(Quantizer(f"{'' if signed else 'U'}Int{bits}ActPerTensorFloat").fit(obs).scale)
 
     def head_scales(self, obs: Observer, bits: int, tokens: torch.Tensor | None = None,
                     partner: torch.Tensor | None = None) -> torch.Tensor:
-        return absmax_scale(obs.absmax_c, bits, True)
+        return Quantizer(f"Int{bits}ActPerHeadFloat").fit(obs).scale

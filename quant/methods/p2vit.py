@@ -2,7 +2,7 @@
 Quantization and Acceleration for Fully Quantized Vision Transformer", IEEE TVLSI 2024; built on FQ-ViT).
 
 - Adaptive power-of-two rounding: every scale is 2^alpha with alpha in {floor(log2 s) - 1, ..., floor(log2 s) + 2}
-  around the min-max scale s. Weights (per output channel) choose alpha by the layer's output MSE ||X W^T - X Q(W)^T||^2
+  around the min-max scale s (quant.quantizer's "mse" search over POT_WINDOW). Weights (per output channel) choose alpha by the layer's output MSE ||X W^T - X Q(W)^T||^2
   on calibration inputs. "Output MSE" for activations (where the paper gives no detail, our reading): an activation
   read by a Linear by that Linear's output error ||(X - Q(X)) W^T||^2; q and k per head by the error of the logits
   ||(q - Q(q)) k^T||^2 (k likewise against q), computed through the k Gram matrix; v and the input image by their own
@@ -24,27 +24,13 @@ import torch
 from quant.calibrate import collect
 from quant.methods.base import Method, batches
 from quant.observers import Observer
-from quant.parts import absmax_scale, fake_quant, pot_floor_exp, qrange, round_half_up
+from quant.parts import absmax_scale, fake_quant
+from quant.quantizer import Quantizer, pot_candidates
 from quant.scales import Scale
 
 SMOOTH_ALPHA_QKV = 0.35
 SMOOTH_ALPHA_FC1 = 0.5
 PTF_LEVELS = 4  # k in 0..3
-ROUNDING_WINDOW = (-1, 0, 1, 2)
-
-
-def _candidates(scale: torch.Tensor) -> torch.Tensor:
-    """Exponent candidates [len(window), *scale.shape] around floor(log2 scale)."""
-    base = pot_floor_exp(scale)
-    return torch.stack([base + d for d in ROUNDING_WINDOW])
-
-
-def _best_pot(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
-    """Per-column (last axis of 2-D x; ``scale`` per column or one for all) PoT scale minimising quantization MSE."""
-    cands = _candidates(scale).reshape(len(ROUNDING_WINDOW), -1).expand(-1, x.shape[1])
-    errors = torch.stack([((fake_quant(x, torch.exp2(c.double()), bits, signed) - x) ** 2).mean(0) for c in cands])
-    best = cands.gather(0, errors.argmin(0)[None])[0]
-    return torch.exp2(best.double()).reshape(scale.shape if scale.dim() else ())
 
 
 class P2ViT(Method):
@@ -66,49 +52,26 @@ class P2ViT(Method):
                     linear.weight.mul_(s.float()[None, :])
 
     def weight_scale(self, weight: torch.Tensor, inputs: torch.Tensor | None, bits: int) -> torch.Tensor:
-        w = weight.double().reshape(len(weight), -1)
-        base = absmax_scale(w.abs().amax(1), bits, True)
-        if inputs is None:
-            return _best_pot(w.t(), base, bits, True)
-        x = inputs.double()
-        errors = []
-        cands = _candidates(base)
-        for c in cands:
-            wq = fake_quant(w, torch.exp2(c.double())[:, None], bits, True)
-            errors.append(((x @ (w - wq).t()) ** 2).mean(0))
-        pick = torch.stack(errors).argmin(0)
-        return torch.exp2(cands.gather(0, pick[None]).squeeze(0).double())
+        return Quantizer(f"Int{bits}WeightPerChannelPoT", "mse").fit(weight, inputs=inputs).scale
 
     def act_scale(self, obs: Observer, bits: int, signed: bool = True, consumer: torch.Tensor | None = None) -> Scale:
-        x = obs.sample()
-        base = absmax_scale(obs.absmax, bits, signed)
-        if consumer is None:
-            return Scale(_best_pot(x.flatten()[:, None], base, bits, signed).reshape(()))
-        options = [(torch.exp2(c.double()), 0) for c in _candidates(base)]
-        return Scale(options[_least_error(x, options, bits, signed, consumer)][0])
+        return Scale(Quantizer(f"{'' if signed else 'U'}Int{bits}ActPerTensorPoT", "mse").fit(obs, consumer=consumer).scale)
 
     def skewed_act(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> tuple[Scale, int]:
-        """GELU output (min about -0.17, max several units): a zero point z <= 0 moves the signed code range onto
-        [min, max], as FQ-ViT's asymmetric activations do; each PoT candidate takes the z mapping min to the lowest
-        code, and the (scale, z) pair is chosen by the consumer's output MSE (own MSE without one)."""
-        lo_code, hi_code = qrange(bits, True)
-        lo, hi = obs.min_c.min().clamp(max=0.0), obs.max_c.max().clamp(min=0.0)
-        options = []
-        for c in _candidates((hi - lo).clamp(min=1e-12) / (hi_code - lo_code)):
-            s = torch.exp2(c.double())
-            options.append((s, int(torch.clamp(lo_code - round_half_up(lo / s), lo_code, 0))))
-        s, z = options[_least_error(obs.sample(), options, bits, True, consumer)]
-        return Scale(s), z
+        """GELU output (min about -0.17, max several units): a zero point moves the signed code range onto [min, max],
+        as FQ-ViT's asymmetric activations do; the (scale, zero point) pair is chosen by the consumer's output MSE."""
+        q = Quantizer(f"ShiftedInt{bits}ActPerTensorPoT", "mse").fit(obs, consumer=consumer)
+        return Scale(q.scale), int(q.zero_point)
 
     def head_scales(self, obs: Observer, bits: int, tokens: torch.Tensor | None = None,
                     partner: torch.Tensor | None = None) -> torch.Tensor:
         """Per head; for q and k by the MSE of the logits Q(q).k^T (resp. q.Q(k)^T), else by own MSE."""
-        base = absmax_scale(obs.absmax_c, bits, True)
         if tokens is None or partner is None:
-            return _best_pot(obs.sample(), base, bits, True)
+            return Quantizer(f"Int{bits}ActPerHeadPoT", "mse").fit(obs).scale
+        base = absmax_scale(obs.absmax_c, bits, True)
         gram = torch.einsum("rhd,rhe->hde", partner.double(), partner.double())  # ||dq k^T||^2 = sum dq G dq^T
         x = tokens.double()
-        cands = _candidates(base)  # [window, heads]
+        cands = pot_candidates(base)  # [window, heads]
         errors = []
         for c in cands:
             dq = fake_quant(x, torch.exp2(c.double())[None, :, None], bits, True) - x
@@ -120,7 +83,7 @@ class P2ViT(Method):
         adaptive-rounding candidates by the consumer's output MSE (by the PTF-quantized tensor's MSE without one)."""
         x = obs.sample()
         options = [(_ptf_scales(x, torch.exp2(c.double()), bits), 0)
-                   for c in _candidates(absmax_scale(obs.absmax, bits, True))]
+                   for c in pot_candidates(absmax_scale(obs.absmax, bits, True))]
         return Scale(options[_least_error(x, options, bits, True, consumer)][0], axis=-1)
 
 

@@ -110,7 +110,7 @@ def test_gelu_output_zero_point_beats_symmetric_codes_on_fc2_output_error():
 def test_q_and_k_scales_minimise_the_logit_error_among_the_rounding_candidates():
     from quant.observers import Observer
     from quant.parts import fake_quant
-    from quant.methods.p2vit import ROUNDING_WINDOW, _candidates
+    from quant.quantizer import POT_WINDOW, pot_candidates
     from quant.parts import absmax_scale
 
     torch.manual_seed(0)
@@ -122,10 +122,10 @@ def test_q_and_k_scales_minimise_the_logit_error_among_the_rounding_candidates()
     obs.update(q.permute(0, 2, 1))  # heads on the last axis, as calibration observes them
     chosen = P2ViT().head_scales(obs, 4, q, k)
     assert not torch.equal(chosen, P2ViT().head_scales(obs, 4))
-    cands = _candidates(absmax_scale(obs.absmax_c, 4, True))
+    cands = pot_candidates(absmax_scale(obs.absmax_c, 4, True))
     for h in range(2):
         errors = []
-        for d in range(len(ROUNDING_WINDOW)):
+        for d in range(len(POT_WINDOW)):
             s = torch.exp2(cands[d, h].double())
             errors.append(float((((fake_quant(q[:, h], s, 4, True) - q[:, h]) @ k[:, h].t()) ** 2).sum()))
         assert chosen[h] == torch.exp2(cands[int(np.argmin(errors)), h].double())
