@@ -34,8 +34,15 @@ PTF_LEVELS = 4  # k in 0..3
 
 
 class P2ViT(Method):
+    """The defaults are the method as vitsim runs it; the switches turn our readings of the paper off, for ablations
+    (bench/p2vit_ablation.py): ``output_mse=False`` rounds activations by their own MSE, ``gelu_zero_point=False``
+    codes the GELU output symmetrically, ``logit_mse=False`` rounds q and k by their own MSE."""
+
     name = "p2vit"
     softmax_log2_bits = 4
+
+    def __init__(self, output_mse: bool = True, gelu_zero_point: bool = True, logit_mse: bool = True) -> None:
+        self.output_mse, self.gelu_zero_point, self.logit_mse = output_mse, gelu_zero_point, logit_mse
 
     def prepare(self, model: torch.nn.Module, calib: list[torch.Tensor]) -> None:
         obs = collect(model, batches(torch.cat(calib)))
@@ -55,18 +62,21 @@ class P2ViT(Method):
         return Quantizer(f"Int{bits}WeightPerChannelPoT", "mse").fit(weight, inputs=inputs).scale
 
     def act_scale(self, obs: Observer, bits: int, signed: bool = True, consumer: torch.Tensor | None = None) -> Scale:
+        consumer = consumer if self.output_mse else None
         return Scale(Quantizer(f"{'' if signed else 'U'}Int{bits}ActPerTensorPoT", "mse").fit(obs, consumer=consumer).scale)
 
     def skewed_act(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> tuple[Scale, int]:
         """GELU output (min about -0.17, max several units): a zero point moves the signed code range onto [min, max],
         as FQ-ViT's asymmetric activations do; the (scale, zero point) pair is chosen by the consumer's output MSE."""
-        q = Quantizer(f"ShiftedInt{bits}ActPerTensorPoT", "mse").fit(obs, consumer=consumer)
+        if not self.gelu_zero_point:
+            return self.act_scale(obs, bits, consumer=consumer), 0
+        q = Quantizer(f"ShiftedInt{bits}ActPerTensorPoT", "mse").fit(obs, consumer=consumer if self.output_mse else None)
         return Scale(q.scale), int(q.zero_point)
 
     def head_scales(self, obs: Observer, bits: int, tokens: torch.Tensor | None = None,
                     partner: torch.Tensor | None = None) -> torch.Tensor:
         """Per head; for q and k by the MSE of the logits Q(q).k^T (resp. q.Q(k)^T), else by own MSE."""
-        if tokens is None or partner is None:
+        if tokens is None or partner is None or not self.logit_mse:
             return Quantizer(f"Int{bits}ActPerHeadPoT", "mse").fit(obs).scale
         base = absmax_scale(obs.absmax_c, bits, True)
         gram = torch.einsum("rhd,rhe->hde", partner.double(), partner.double())  # ||dq k^T||^2 = sum dq G dq^T
@@ -84,7 +94,7 @@ class P2ViT(Method):
         x = obs.sample()
         options = [(_ptf_scales(x, torch.exp2(c.double()), bits), 0)
                    for c in pot_candidates(absmax_scale(obs.absmax, bits, True))]
-        return Scale(options[_least_error(x, options, bits, True, consumer)][0], axis=-1)
+        return Scale(options[_least_error(x, options, bits, True, consumer if self.output_mse else None)][0], axis=-1)
 
 
 def _ptf_scales(x: torch.Tensor, top: torch.Tensor, bits: int) -> torch.Tensor:

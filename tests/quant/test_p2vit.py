@@ -131,6 +131,19 @@ def test_q_and_k_scales_minimise_the_logit_error_among_the_rounding_candidates()
         assert chosen[h] == torch.exp2(cands[int(np.argmin(errors)), h].double())
 
 
+def test_ablation_switches_turn_our_choices_off(deit_fmnist):
+    from models.data import calibration_data
+
+    calib = calibration_data("fmnist", deit_fmnist, 32)
+    meta = {"input_shape": [1, 28, 28]}
+    plain = quantize_vit(deit_fmnist, calib, P2ViT(output_mse=False, gelu_zero_point=False, logit_mse=False),
+                         default_map(4, 4), metadata=meta).export()
+    assert not any(spec.zero_point for spec in plain.tensors.values())
+    full = quantize_vit(deit_fmnist, calib, P2ViT(), default_map(4, 4), metadata=meta).export()
+    differs = [n for n, spec in full.tensors.items() if not spec.constant and spec != plain.tensors[n]]
+    assert any(n.endswith("gelu_requant.out") for n in differs) and any(n.endswith(".q.out") for n in differs)
+
+
 def test_empty_and_nonfinite_calibration_are_errors(deit_fmnist):
     method = get_method("p2vit")
     with pytest.raises(QuantError, match="empty"):
