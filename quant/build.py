@@ -73,7 +73,8 @@ def quantize_vit(model: torch.nn.Module, calib: torch.Tensor, method: Method, bi
         return method.internal_exp(obs[key].absmax, RESIDUAL_BITS)
 
     def act(key: str, nbits: int, consumer: torch.nn.Linear | None = None) -> Activation:
-        return Activation(method.act_scale(obs[key], nbits, consumer=None if consumer is None else consumer.weight), nbits)
+        weight = None if consumer is None else consumer.weight
+        return Activation(method.act_scale(obs[key], nbits, consumer=weight), nbits)
 
     pe = bits["patch_embed.proj"]
     input_act = act("input", pe["abits"])
@@ -93,11 +94,13 @@ def quantize_vit(model: torch.nn.Module, calib: torch.Tensor, method: Method, bi
         p = f"blocks.{i}"
         e_in, e_mid = internal(f"{p}.in"), internal(f"{p}.mid")
         e_out = internal(f"blocks.{i + 1}.in" if i + 1 < len(fm.blocks) else "final")
-        n1 = QuantLayerNorm(f"{p}.norm1", blk.norm1, norm_out(f"{p}.attn.qkv.in", bits[f"{p}.attn.qkv"]["abits"], blk.attn.qkv))
+        n1_out = norm_out(f"{p}.attn.qkv.in", bits[f"{p}.attn.qkv"]["abits"], blk.attn.qkv)
+        n1 = QuantLayerNorm(f"{p}.norm1", blk.norm1, n1_out)
         mm_bits = bits[f"{p}.attn.matmul"]["abits"]
         d, h = blk.attn.head_dim, blk.attn.num_heads
         # q and k token rows of the calibration sample, for scales chosen by the error of the logits Q.K^T
-        q_rows, k_rows, _ = blk.attn.qkv(obs[f"{p}.attn.qkv.in"].sample().float()).double().reshape(-1, 3, h, d).unbind(1)
+        qkv_rows = blk.attn.qkv(obs[f"{p}.attn.qkv.in"].sample().float()).double()
+        q_rows, k_rows, _ = qkv_rows.reshape(-1, 3, h, d).unbind(1)
         heads = [method.head_scales(obs[f"{p}.attn.q"], mm_bits, q_rows, k_rows),
                  method.head_scales(obs[f"{p}.attn.k"], mm_bits, k_rows, q_rows),
                  method.head_scales(obs[f"{p}.attn.v"], mm_bits)]
@@ -110,7 +113,8 @@ def quantize_vit(model: torch.nn.Module, calib: torch.Tensor, method: Method, bi
         attn_out = act(f"{p}.attn.proj.in", bits[f"{p}.attn.proj"]["abits"], blk.attn.proj)
         proj = linear(f"{p}.attn.proj", blk.attn.proj, attn_out, Activation(Scale.power_of_two(e_mid), RESIDUAL_BITS))
         attention = QuantAttention(f"{p}.attn", blk.attn, qkv, qkv_act, logit_exp, softmax, attn_out, proj)
-        n2 = QuantLayerNorm(f"{p}.norm2", blk.norm2, norm_out(f"{p}.mlp.fc1.in", bits[f"{p}.mlp.fc1"]["abits"], blk.mlp.fc1))
+        n2_out = norm_out(f"{p}.mlp.fc1.in", bits[f"{p}.mlp.fc1"]["abits"], blk.mlp.fc1)
+        n2 = QuantLayerNorm(f"{p}.norm2", blk.norm2, n2_out)
         gelu_in = Activation(Scale.power_of_two(min(internal(f"{p}.mlp.fc1.out"), 0)), RESIDUAL_BITS)
         fc1 = linear(f"{p}.mlp.fc1", blk.mlp.fc1, n2.out, gelu_in)
         gelu_bits = bits[f"{p}.mlp.fc2"]["abits"]

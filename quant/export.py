@@ -67,7 +67,9 @@ class ProgramBuilder:
     def op(self, kind: str, name: str, inputs: list[str], out: str, bits: int, signed: bool = True,
            scale: Scale | None = None, params: dict[str, str] | None = None, attrs: dict[str, Any] | None = None,
            zero_point: int = 0) -> str:
-        """Add op ``name`` computing tensor ``out`` (shape inferred by hwsim's checker); real = (code - zero_point) * scale."""
+        """Add op ``name`` computing tensor ``out`` (shape inferred by hwsim's checker).
+
+        ``out`` holds codes with real = (code - zero_point) * scale."""
         if out in self.program.tensors:
             raise ValueError(f"export: tensor {out!r} defined twice")
         op = Op(kind, name, tuple(inputs), (out,), dict(params or {}), dict(attrs or {}))
@@ -78,7 +80,8 @@ class ProgramBuilder:
         except ValueError as err:
             del self.program.tensors[out]
             raise ValueError(f"export: op {name!r} ({kind}): {err}") from err
-        self.program.tensors[out] = TensorSpec(tuple(shape), bits, signed, zero_point=zero_point, **self._scale_fields(scale))
+        self.program.tensors[out] = TensorSpec(tuple(shape), bits, signed, zero_point=zero_point,
+                                               **self._scale_fields(scale))
         self.program.ops.append(op)
         return out
 

@@ -115,8 +115,10 @@ class Quantizer:
         if self.spec.scale_form == "Log2":
             self.scale, self.zero_point = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
             return self
-        if inputs is not None and self.spec.role != "Weight" or consumer is not None and self.per_channel:
-            raise QuantError("output-MSE search: 'inputs' is for weights, 'consumer' for per-tensor activations")
+        weight_ok = self.spec.role == "Weight" and self.per_channel
+        if inputs is not None and not weight_ok or consumer is not None and self.per_channel:
+            raise QuantError("output-MSE search: 'inputs' is for per-channel weights, "
+                             "'consumer' for per-tensor activations")
         if isinstance(x, Observer):
             sample = x.sample()  # one draw: the sample is random
             rows = sample if self.per_channel else sample.reshape(-1, 1)
@@ -141,7 +143,8 @@ class Quantizer:
             scale = torch.exp2(torch.ceil(torch.log2(base))) if self.spec.pot else base
             options = [(scale, self._zero_for(scale, lo))]
         elif self.spec.pot:
-            options = [(torch.exp2(c.double()), self._zero_for(torch.exp2(c.double()), lo)) for c in pot_candidates(base)]
+            scales = [torch.exp2(c.double()) for c in pot_candidates(base)]
+            options = [(s, self._zero_for(s, lo)) for s in scales]
         else:
             options = [(base * r, self._zero_for(base * r, lo)) for r in FLOAT_RATIOS]
         pick = self._pick(options, rows, inputs, consumer, sample)

@@ -2,8 +2,8 @@
 Quantization and Acceleration for Fully Quantized Vision Transformer", IEEE TVLSI 2024; built on FQ-ViT).
 
 - Adaptive power-of-two rounding: every scale is 2^alpha with alpha in {floor(log2 s) - 1, ..., floor(log2 s) + 2}
-  around the min-max scale s (quant.quantizer's "mse" search over POT_WINDOW). Weights (per output channel) choose alpha by the layer's output MSE ||X W^T - X Q(W)^T||^2
-  on calibration inputs. "Output MSE" for activations (where the paper gives no detail, our reading): an activation
+  around the min-max scale s (quant.quantizer's "mse" search over POT_WINDOW). Weights (per output channel) choose
+  alpha by the layer's output MSE ||X W^T - X Q(W)^T||^2 on calibration inputs. "Output MSE" for activations (where the paper gives no detail, our reading): an activation
   read by a Linear by that Linear's output error ||(X - Q(X)) W^T||^2; q and k per head by the error of the logits
   ||(q - Q(q)) k^T||^2 (k likewise against q), computed through the k Gram matrix; v and the input image by their own
   quantization MSE.
@@ -63,14 +63,16 @@ class P2ViT(Method):
 
     def act_scale(self, obs: Observer, bits: int, signed: bool = True, consumer: torch.Tensor | None = None) -> Scale:
         consumer = consumer if self.output_mse else None
-        return Scale(Quantizer(f"{'' if signed else 'U'}Int{bits}ActPerTensorPoT", "mse").fit(obs, consumer=consumer).scale)
+        spec = f"{'' if signed else 'U'}Int{bits}ActPerTensorPoT"
+        return Scale(Quantizer(spec, "mse").fit(obs, consumer=consumer).scale)
 
     def skewed_act(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> tuple[Scale, int]:
         """GELU output (min about -0.17, max several units): a zero point moves the signed code range onto [min, max],
         as FQ-ViT's asymmetric activations do; the (scale, zero point) pair is chosen by the consumer's output MSE."""
         if not self.gelu_zero_point:
             return self.act_scale(obs, bits, consumer=consumer), 0
-        q = Quantizer(f"ShiftedInt{bits}ActPerTensorPoT", "mse").fit(obs, consumer=consumer if self.output_mse else None)
+        consumer = consumer if self.output_mse else None
+        q = Quantizer(f"ShiftedInt{bits}ActPerTensorPoT", "mse").fit(obs, consumer=consumer)
         return Scale(q.scale), int(q.zero_point)
 
     def head_scales(self, obs: Observer, bits: int, tokens: torch.Tensor | None = None,

@@ -102,7 +102,8 @@ def test_log2_codes_exhaustive_on_their_grid(bits):
     assert log2_values(torch.tensor([float(zero)]), bits).item() == 0.0
     assert log2_codes(torch.tensor([0.0, 2.0**-40]), bits).tolist() == [zero, zero]
     q = Quantizer(f"UInt{bits}SoftmaxPerTensorLog2").fit(torch.rand(4, 4))
-    assert q.metadata().log2 and torch.equal(q.quantize(torch.tensor([1.0, 0.5, 0.3])), log2_codes(torch.tensor([1.0, 0.5, 0.3]), bits))
+    p = torch.tensor([1.0, 0.5, 0.3])
+    assert q.metadata().log2 and torch.equal(q.quantize(p), log2_codes(p, bits))
 
 
 def test_log2_codes_equal_hwsims_integer_rounding():
@@ -141,5 +142,7 @@ def test_bad_use_is_a_clear_error():
         Quantizer("Int4ActPerTensorPoT").fit(torch.tensor([[1.0, float("nan")]]))
     with pytest.raises(QuantError, match="per-tensor activations"):
         Quantizer("Int4ActPerHeadPoT", "mse").fit(torch.ones(4, 2), consumer=torch.ones(3, 2))
+    with pytest.raises(QuantError, match="per-channel weights"):
+        Quantizer("Int4WeightPerTensorPoT", "mse").fit(torch.ones(3, 2), inputs=torch.ones(5, 2))
     with pytest.raises(QuantError, match="bits"):
         Quantizer("Int1ActPerTensorPoT")
