@@ -1,8 +1,9 @@
 """Quantizer presets named by their spec, e.g. ``Int4WeightPerChannelPoT`` (Brevitas naming), in a registry.
 
 A preset fixes bits, signedness, zero point (``Shifted``: asymmetric, with a zero point), granularity and the scale form
-(float, power of two, or log2 codes); a ``quant.quantizer.Quantizer`` built on it picks the scale values. ``preset("Int6ActPerTensorPoT")`` parses any name of the grammar; ``list_presets()`` lists the registered
-canonical ones.
+(float, power of two, or log2 codes); a ``quant.quantizer.Quantizer`` built on it picks the scale values.
+``preset("Int6ActPerTensorPoT")`` parses any name of the grammar; ``list_presets()`` lists the registered canonical
+ones.
 """
 from __future__ import annotations
 

@@ -53,6 +53,13 @@ def pot_candidates(base: torch.Tensor) -> torch.Tensor:
     return torch.stack([floor + d for d in POT_WINDOW])
 
 
+def quant_error(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | int, bits: int, signed: bool,
+                consumer: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed squared error of quantizing ``x`` [rows, in]: of x itself, or of the product x @ consumer.T."""
+    dx = fake_quant(x, scale, bits, signed, zero) - x
+    return ((dx if consumer is None else dx @ consumer.double().t()) ** 2).sum()
+
+
 def log2_codes(p: torch.Tensor, bits: int) -> torch.Tensor:
     """Log2 codes of probabilities ``p`` in [0, 1]: round(log2(1 / p)) in the log domain, 2^bits - 1 for 0 and below."""
     p = p.double()
@@ -172,8 +179,7 @@ class Quantizer:
             if inputs is not None:  # weight: ||X (W - Q(W))^T||^2 per output channel (cols = W^T)
                 err = ((inputs.double() @ (cols - fake_quant(cols, scale, bits, signed, zero))) ** 2).mean(0)
             elif consumer is not None:  # activation: ||(x - Q(x)) W^T||^2, one value per tensor
-                dx = fake_quant(act_rows, scale, bits, signed, zero) - act_rows
-                err = ((dx @ consumer.double().t()) ** 2).sum().reshape(1)
+                err = quant_error(act_rows, scale, zero, bits, signed, consumer).reshape(1)
             else:
                 err = ((fake_quant(cols, scale, bits, signed, zero) - cols) ** 2).mean(0)
             errors.append(err)

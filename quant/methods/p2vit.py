@@ -3,10 +3,10 @@ Quantization and Acceleration for Fully Quantized Vision Transformer", IEEE TVLS
 
 - Adaptive power-of-two rounding: every scale is 2^alpha with alpha in {floor(log2 s) - 1, ..., floor(log2 s) + 2}
   around the min-max scale s (quant.quantizer's "mse" search over POT_WINDOW). Weights (per output channel) choose
-  alpha by the layer's output MSE ||X W^T - X Q(W)^T||^2 on calibration inputs. "Output MSE" for activations (where the paper gives no detail, our reading): an activation
-  read by a Linear by that Linear's output error ||(X - Q(X)) W^T||^2; q and k per head by the error of the logits
-  ||(q - Q(q)) k^T||^2 (k likewise against q), computed through the k Gram matrix; v and the input image by their own
-  quantization MSE.
+  alpha by the layer's output MSE ||X W^T - X Q(W)^T||^2 on calibration inputs. "Output MSE" for activations (where
+  the paper gives no detail, our reading): an activation read by a Linear by that Linear's output error
+  ||(X - Q(X)) W^T||^2; q and k per head by the error of the logits ||(q - Q(q)) k^T||^2 (k likewise against q),
+  computed through the k Gram matrix; v and the input image by their own quantization MSE.
 - PoT-aware smoothing before calibration: s_j = 2^round(log2(max|X_j|^a / max|W_j|^(1-a))) for the LayerNorm output
   channels j feeding qkv (a = 0.35) and fc1 (a = 0.5); X_j / s_j is folded into the LayerNorm affine and W_j * s_j into
   the linear weight, so the float model is unchanged and only quantization sees the smoother channels.
@@ -25,7 +25,7 @@ from quant.calibrate import collect
 from quant.methods.base import Method, batches
 from quant.observers import Observer
 from quant.parts import absmax_scale, fake_quant
-from quant.quantizer import Quantizer, pot_candidates
+from quant.quantizer import Quantizer, pot_candidates, quant_error
 from quant.scales import Scale
 
 SMOOTH_ALPHA_QKV = 0.35
@@ -94,9 +94,11 @@ class P2ViT(Method):
         """PTF: layer-wise 2^e, then per channel 2^(e - 3 + k), k in 0..3 by per-channel MSE; e is chosen among the
         adaptive-rounding candidates by the consumer's output MSE (by the PTF-quantized tensor's MSE without one)."""
         x = obs.sample()
-        options = [(_ptf_scales(x, torch.exp2(c.double()), bits), 0)
-                   for c in pot_candidates(absmax_scale(obs.absmax, bits, True))]
-        return Scale(options[_least_error(x, options, bits, True, consumer if self.output_mse else None)][0], axis=-1)
+        tops = [torch.exp2(c.double()) for c in pot_candidates(absmax_scale(obs.absmax, bits, True))]
+        options = [_ptf_scales(x, top, bits) for top in tops]
+        consumer = consumer if self.output_mse else None
+        errors = torch.stack([quant_error(x, s, 0, bits, True, consumer) for s in options])
+        return Scale(options[int(errors.argmin())], axis=-1)
 
 
 def _ptf_scales(x: torch.Tensor, top: torch.Tensor, bits: int) -> torch.Tensor:
@@ -104,15 +106,3 @@ def _ptf_scales(x: torch.Tensor, top: torch.Tensor, bits: int) -> torch.Tensor:
     cands = [top * 2.0 ** -(PTF_LEVELS - 1 - k) for k in range(PTF_LEVELS)]
     errors = torch.stack([((fake_quant(x, s, bits, True) - x) ** 2).mean(0) for s in cands])
     return top * torch.exp2((errors.argmin(0) - (PTF_LEVELS - 1)).double())
-
-
-def _least_error(x: torch.Tensor, options: list[tuple[torch.Tensor, int]], bits: int, signed: bool,
-                 weight: torch.Tensor | None) -> int:
-    """Index of the (scale, zero point) option whose quantization of ``x`` [rows, in] least disturbs ``x @ weight.T``
-    (summed squares), or ``x`` itself when there is no weight."""
-    w = None if weight is None else weight.double().t()
-    errors = []
-    for scale, zero in options:
-        dx = fake_quant(x, scale, bits, signed, zero) - x
-        errors.append(float(((dx if w is None else dx @ w) ** 2).sum()))
-    return min(range(len(options)), key=errors.__getitem__)
