@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.data import calibration_data, eval_data  # noqa: E402
 from models.evaluate import predict  # noqa: E402
 from models.registry import create_model  # noqa: E402
-from quant.build import default_map, quantize_vit  # noqa: E402
+from quant.build import default_map, quantize_model  # noqa: E402
 from quant.methods.p2vit import P2ViT  # noqa: E402
 
 CHOICES = (
@@ -49,7 +49,7 @@ def main() -> int:
     rows = []
 
     def measure(part: str, what: str, method: P2ViT, bits_map) -> None:
-        q = quantize_vit(net, calib, method, bits_map, metadata={"input_shape": list(calib.shape[1:])})
+        q = quantize_model(net, calib, method, bits_map, metadata={"input_shape": list(calib.shape[1:])})
         top1 = float((predict(q, images) == labels).mean())
         rows.append({"part": part, "what": what, "top1": top1, "drop_pt": round(100 * (fp32 - top1), 2)})
         print(f"{part:>9} | {what:<40} | top-1 {100 * top1:6.2f} % | drop {100 * (fp32 - top1):5.2f} pt",

@@ -4,7 +4,7 @@
   gemm_vs_torch_fp32  hwsim int GEMM throughput / torch fp32 matmul, DeiT-Tiny shapes (M = 197, 1576; (K, N) of
                       qkv, proj, fc1, fc2), geometric mean over the 8 shapes (each shape is printed too)
   e2e_vs_torch_fp32   integer DeiT-Tiny-224 forward (hwsim, p2vit W8A8) images/s / torch fp32 eager, batch 8
-  e2e_vs_fakequant    integer forward / the project's fake-quant torch model (quant.qvit.QuantViT), batch 8
+  e2e_vs_fakequant    integer forward / the project's fake-quant torch model (quant.build.QuantModel), batch 8
   rtl_cycles_per_s    (with --rtl) simulated cycles/s verifying a DeiT-Tiny block's GEMMs on a 16x16 array, Verilator;
                       also the full-count PE / requantizer vectors (100 000 random + exhaustive 4-bit) on both simulators
 
@@ -70,12 +70,12 @@ def bench_e2e(log, batch: int = 8) -> dict:
     from hwsim.executor import quantize_input, run
     from models.data import random_images
     from models.registry import create_model
-    from quant.build import default_map, quantize_vit
+    from quant.build import default_map, quantize_model
     from quant.methods import get_method
 
     net = create_model("deit_tiny_patch16_224", pretrained=False)
     calib = torch.from_numpy(random_images(net, 8, seed=0))
-    q = quantize_vit(net, calib, get_method("p2vit"), default_map(8, 8), name="deit_tiny_patch16_224",
+    q = quantize_model(net, calib, get_method("p2vit"), default_map(8, 8), name="deit_tiny_patch16_224",
                      metadata={"input_shape": [3, 224, 224]})
     program = q.export()
     images = random_images(net, batch, seed=1)
@@ -97,13 +97,13 @@ def bench_rtl(log) -> dict:
     from hwsim.executor import quantize_input, run
     from models.data import random_images
     from models.registry import create_model
-    from quant.build import default_map, quantize_vit
+    from quant.build import default_map, quantize_model
     from quant.methods import get_method
     from rtl.layers import block_jobs
     from rtl.runner import run_gemm_jobs
 
     net = create_model("deit_tiny_patch16_224", pretrained=False)
-    q = quantize_vit(net, torch.from_numpy(random_images(net, 4, seed=0)), get_method("p2vit"), default_map(8, 8),
+    q = quantize_model(net, torch.from_numpy(random_images(net, 4, seed=0)), get_method("p2vit"), default_map(8, 8),
                      metadata={"input_shape": [3, 224, 224]})
     program = q.export()
     trace = run(program, quantize_input(program, random_images(net, 1, seed=1)), trace=True).trace

@@ -6,7 +6,7 @@ local checkpoint only (safetensors, or a torch file read with ``weights_only=Tru
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,18 +24,20 @@ class ModelEntry:
     build: Callable[[], torch.nn.Module]
     dataset: str  # "fmnist" or "imagenet"
     default_checkpoint: Path | None = None
+    recipe: dict = field(default_factory=dict)  # training-recipe overrides for this model (models.train.Recipe)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, dataset: str, default_checkpoint: Path | None = None) -> Callable:
-    """Decorator registering a zero-argument builder under ``name``."""
+def register_model(name: str, dataset: str, default_checkpoint: Path | None = None,
+                   recipe: dict | None = None) -> Callable:
+    """Decorator registering a zero-argument builder under ``name`` (``recipe``: its training-recipe overrides)."""
 
     def wrap(build: Callable[[], torch.nn.Module]) -> Callable[[], torch.nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, build, dataset, default_checkpoint)
+        _REGISTRY[name] = ModelEntry(name, build, dataset, default_checkpoint, dict(recipe or {}))
         return build
 
     return wrap
@@ -72,3 +74,4 @@ def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bo
 
 # Importing the definitions fills the registry.
 from models import deit_fmnist as _deit_fmnist  # noqa: E402,F401
+from models import swin_fmnist as _swin_fmnist  # noqa: E402,F401

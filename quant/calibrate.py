@@ -1,86 +1,96 @@
-"""Calibration: run float images through a timm ViT and observe every tensor the integer program will quantize.
+"""Calibrate once: trace the model, apply the method's float passes, and observe every quantization site.
 
-Hooks on the unmodified timm modules (no forked timm code) record, per transformer block ``i``:
-``blocks.i.in`` / ``blocks.i.mid`` (residual stream before the attention and the MLP branch), the inputs of every
-Linear (``<linear>.in``), per-head q, k, v (``blocks.i.attn.q`` ..., heads on the last axis), the scaled attention
-logits (``blocks.i.attn.logits``), the GELU input (``blocks.i.mlp.fc1.out``); plus ``input`` (images),
-``final`` (residual after the last block) and ``head.out`` (logits).
+``calibrate(model, images, method)`` returns a ``Calibration`` (the prepared traced graph and one Observer per site),
+and ``Calibration.quantize(bits)`` builds a quantized model from it at any bit-width map without running the float
+model again: N maps cost one calibration plus N scale choices (``bench/calibrate_once.py`` measures the speed-up).
+Observers record the float model's tensors at each site (quant.observers): the last axis is the channel axis, and for
+MatMul operands (``head`` sites) rows are ``[heads * contraction]`` so per-head ranges and the q/k rows that the
+logit-error search needs are both at hand.
 """
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 from tqdm import tqdm
 
+from quant.fakequant import ActQuant
+from quant.graph.capture import Captured, capture
 from quant.observers import Observer
 from quant.parts import QuantError
+from quant.sites import QuantGraph, gemm_layers
 
 
-def prepare_float(model: torch.nn.Module) -> None:
-    """Fold the attention scale 1/sqrt(d) into the q rows of every qkv projection, in place.
+def head_rows(x: torch.Tensor, operand: str) -> torch.Tensor:
+    """MatMul operand [..., H, M, K] (``a``) or [..., H, K, N] (``b``) as rows [*, H * K]."""
+    if operand == "a":
+        x = x.movedim(-3, -2)                    # [..., M, H, K]
+    else:
+        x = x.movedim(-1, -3)                    # [..., N, H, K]
+    return x.reshape(-1, x.shape[-2] * x.shape[-1])
 
-    The integer softmax then receives logits that are already scaled; the float model stays equivalent.
-    """
-    for block in model.blocks:
-        attn = block.attn
-        c = attn.attn_dim
-        with torch.no_grad():
-            attn.qkv.weight[:c] *= attn.scale
-            if attn.qkv.bias is not None:
-                attn.qkv.bias[:c] *= attn.scale
-        attn.scale = 1.0
-        attn.fused_attn = False
+
+def batches(images: torch.Tensor, batch_size: int = 64) -> Iterable[torch.Tensor]:
+    for i in range(0, len(images), batch_size):
+        yield images[i:i + batch_size]
 
 
 @torch.no_grad()
-def collect(model: torch.nn.Module, images: Iterable[torch.Tensor], progress: bool = False) -> dict[str, Observer]:
-    """Observers for every quantization point, filled by running ``images`` (batches) through ``model``."""
+def observe(qg: QuantGraph, images: torch.Tensor, progress: bool = False) -> dict[str, Observer]:
+    """Run ``images`` through the float graph and fill one Observer per site."""
+    if len(images) == 0:
+        raise QuantError("the calibration set is empty")
+    if not torch.isfinite(images).all():
+        raise QuantError("the calibration images contain NaN or Inf")
     obs: dict[str, Observer] = {}
 
-    def observe(name: str, x: torch.Tensor) -> None:
-        obs.setdefault(name, Observer(name, seed=len(obs))).update(x)
+    def record(site: ActQuant, x: torch.Tensor) -> None:
+        if site.role == "head":
+            x = head_rows(x, site.name.rsplit(".", 1)[-1])
+        obs.setdefault(site.name, Observer(site.name, seed=len(obs))).update(x)
 
-    handles = []
-
-    def pre(name: str):
-        return lambda module, args: observe(name, args[0])
-
-    def post(name: str):
-        return lambda module, args, out: observe(name, out)
-
-    handles.append(model.patch_embed.register_forward_pre_hook(lambda m, a: observe("input", a[0].permute(0, 2, 3, 1))))
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            handles.append(module.register_forward_pre_hook(pre(f"{name}.in")))
-    for i, block in enumerate(model.blocks):
-        handles.append(block.register_forward_pre_hook(pre(f"blocks.{i}.in")))
-        handles.append(block.norm2.register_forward_pre_hook(pre(f"blocks.{i}.mid")))
-        handles.append(block.mlp.fc1.register_forward_hook(post(f"blocks.{i}.mlp.fc1.out")))
-        attn = block.attn
-
-        def qkv_hook(module, args, out, i=i, attn=attn):
-            b, n, _ = out.shape
-            q, k, v = out.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 1, 4, 3)  # [b, n, d, h]
-            observe(f"blocks.{i}.attn.q", q)
-            observe(f"blocks.{i}.attn.k", k)
-            observe(f"blocks.{i}.attn.v", v)
-            observe(f"blocks.{i}.attn.logits", torch.einsum("bndh,bmdh->bnmh", q, k))
-
-        handles.append(attn.qkv.register_forward_hook(qkv_hook))
-    handles.append(model.blocks[-1].register_forward_hook(post("final")))
-    handles.append(model.head.register_forward_hook(post("head.out")))
-    model.eval()
-    seen = 0
+    qg.set_mode("observe")
+    for site in qg.sites.values():
+        site.observer = record
     try:
-        for batch in tqdm(images, desc="calibrate", unit="batch", disable=not progress, leave=False):
-            if not torch.isfinite(batch).all():
-                raise QuantError("a calibration batch contains NaN or Inf")
-            model(batch)
-            seen += len(batch)
+        for batch in tqdm(list(batches(images)), desc="calibrate", unit="batch", disable=not progress, leave=False):
+            qg(batch.float())
     finally:
-        for h in handles:
-            h.remove()
-    if seen == 0:
-        raise QuantError("the calibration set is empty")
+        for site in qg.sites.values():
+            site.observer = None
+        qg.set_mode("float")
     return obs
+
+
+@dataclass
+class Calibration:
+    """A traced model prepared by a method's float passes, with the statistics of every site."""
+
+    captured: Captured
+    observers: dict[str, Observer]
+    method: object
+    images: int
+
+    def layers(self) -> dict[str, str]:
+        return gemm_layers(self.captured)
+
+    def quantize(self, bits: dict[str, dict[str, int]]) -> QuantGraph:
+        """A fake-quant model at ``bits`` (per GEMM name), scales chosen by the method from the cached statistics."""
+        from quant.formats import assign_formats
+
+        qg = QuantGraph.build(self.captured, bits, self.method.softmax_log2_bits)
+        assign_formats(qg, self.observers, self.method)
+        qg.set_mode("quant")
+        return qg
+
+
+def calibrate(model: torch.nn.Module, images: torch.Tensor, method: object, progress: bool = False) -> Calibration:
+    """Capture ``model`` (never modified), let ``method`` re-parameterise the float graph, observe every site."""
+    captured = capture(model, tuple(images.shape[1:]))
+    method.prepare(captured, images)
+    probe_bits = {name: {"wbits": 8, "abits": 8} for name in gemm_layers(captured)}
+    qg = QuantGraph.build(captured, probe_bits, method.softmax_log2_bits)
+    observers = observe(qg, images, progress)
+    return Calibration(copy.copy(captured), observers, method, int(len(images)))

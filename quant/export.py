@@ -1,6 +1,6 @@
 """Export: the builder quantized modules emit their integer ops into, producing an ``hwsim.ir.Program``.
 
-Each quantized module (quant.qvit) has ``emit(builder, x) -> y`` beside its ``forward``, so the op list mirrors the
+quant.lower emits every op through this builder, one emitter per op kind, so the op list mirrors the
 fake-quant computation step by step. Output shapes are inferred by hwsim's own op checkers, so a program that exports
 is already consistent.
 """
@@ -35,7 +35,22 @@ def _width(arr: np.ndarray, signed: bool = True) -> int:
 
 
 class ProgramBuilder:
-    """Collects tensors, constants and ops; names are unique and every op is shape-checked as it is added."""
+    """Collects tensors, constants and ops; names are unique and every op is shape-checked as it is added. Ops and
+    constants that no output depends on (a transpose folded into a MatMul, say) are dropped by ``build``."""
+
+    def _drop_dead(self, live: set[str]) -> None:
+        p = self.program
+        kept = []
+        for op in reversed(p.ops):
+            if any(t in live for t in op.outputs):
+                kept.append(op)
+                live.update(op.inputs)
+                live.update(op.params.values())
+        p.ops = kept[::-1]
+        live.update(p.inputs)
+        for name in [t for t in p.tensors if t not in live]:
+            del p.tensors[name]
+            p.constants.pop(name, None)
 
     def __init__(self, name: str) -> None:
         self.program = Program(name=name, inputs=[], outputs=[], tensors={}, ops=[], constants={})
@@ -87,6 +102,7 @@ class ProgramBuilder:
 
     def build(self, outputs: list[str], metadata: dict[str, Any]) -> Program:
         self.program.outputs = list(outputs)
+        self._drop_dead(set(outputs))
         self.program.metadata = metadata
         validate(self.program)
         return self.program

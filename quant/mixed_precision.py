@@ -1,9 +1,11 @@
 """Mixed-precision maps: per-layer weight/activation bits from a priority-ordered mapping, read and written as YAML.
 
-Priority (lowest first), as torch.ao's QConfigMapping: ``global`` < ``op_type`` (linear, conv, matmul) < ``regex``
-(in file order, later wins) < ``layer`` (exact names). ``abits`` of a layer is the width of its input activations
-(for a matmul: of both operands, except a log2 softmax, whose width the method fixes). Layers are timm module names
-(``blocks.0.attn.qkv``) plus the attention matmuls ``blocks.i.attn.matmul_qk`` and ``blocks.i.attn.matmul_av``.
+Priority (lowest first), as torch.ao's QConfigMapping: ``global`` < ``op_type`` (linear, conv, matmul) <
+``first_last`` (the model's first and last GEMM, e.g. patch embedding and classifier, whatever their names) <
+``regex`` (in file order, later wins) < ``layer`` (exact names). ``abits`` of a layer is the width of its input activations
+(for a matmul: of both operands, except a log2 softmax, whose width the method fixes). Layers are the GEMMs of the traced graph named by
+module path (``blocks.0.attn.qkv``, ``layers.1.downsample.reduction``) plus the attention products
+``blocks.i.attn.matmul_qk`` and ``blocks.i.attn.matmul_av`` (``vitsim layers --model NAME`` lists them).
 An unknown layer name, a regex that matches nothing, an unknown key or impossible bits are errors.
 
 Example::
@@ -47,6 +49,7 @@ class MixedPrecisionMap:
     op_type: dict[str, dict[str, int]] = field(default_factory=dict)
     regex: list[tuple[str, dict[str, int]]] = field(default_factory=list)
     layer: dict[str, dict[str, int]] = field(default_factory=dict)
+    first_last: dict[str, int] = field(default_factory=dict)
 
     @staticmethod
     def uniform(wbits: int, abits: int) -> "MixedPrecisionMap":
@@ -56,7 +59,7 @@ class MixedPrecisionMap:
     def from_dict(d: dict[str, Any], defaults: dict[str, int] | None = None) -> "MixedPrecisionMap":
         if not isinstance(d, dict):
             raise QuantError("mixed-precision map: the YAML document must be a mapping")
-        unknown = set(d) - {"global", "op_type", "regex", "layer"}
+        unknown = set(d) - {"global", "op_type", "first_last", "regex", "layer"}
         if unknown:
             raise QuantError(f"mixed-precision map: unknown sections {sorted(unknown)} (want global, op_type, regex, layer)")
         base = dict(defaults or {})
@@ -78,7 +81,8 @@ class MixedPrecisionMap:
                 raise QuantError(f"mixed-precision map: regex[{i}] pattern {v['pattern']!r}: {err}") from err
             regex.append((v["pattern"], _bits_entry(v, f"regex[{i}]")))
         layer = {k: _bits_entry(v, f"layer.{k}") for k, v in (d.get("layer") or {}).items()}
-        return MixedPrecisionMap(base, op_type, regex, layer)
+        first_last = _bits_entry(d["first_last"], "first_last") if d.get("first_last") else {}
+        return MixedPrecisionMap(base, op_type, regex, layer, first_last)
 
     @staticmethod
     def load(path: str | Path, defaults: dict[str, int] | None = None) -> "MixedPrecisionMap":
@@ -98,6 +102,8 @@ class MixedPrecisionMap:
         out: dict[str, Any] = {"global": dict(self.global_bits)}
         if self.op_type:
             out["op_type"] = {k: dict(v) for k, v in self.op_type.items()}
+        if self.first_last:
+            out["first_last"] = dict(self.first_last)
         if self.regex:
             out["regex"] = [{"pattern": p, **b} for p, b in self.regex]
         if self.layer:
@@ -116,9 +122,12 @@ class MixedPrecisionMap:
             if not any(re.fullmatch(pattern, name) for name in layers):
                 raise QuantError(f"mixed-precision map: regex {pattern!r} matches no layer")
         out = {}
+        ends = {next(iter(layers)), next(reversed(layers))} if layers else set()
         for name, kind in layers.items():
             bits = dict(self.global_bits)
             bits.update(self.op_type.get(kind, {}))
+            if name in ends:
+                bits.update(self.first_last)
             for pattern, b in self.regex:
                 if re.fullmatch(pattern, name):
                     bits.update(b)

@@ -30,11 +30,11 @@ def deit_fmnist():
 def p2vit_models(deit_fmnist):
     """{(wbits, abits): QuantViT} for p2vit W8A8 and W4A4, calibrated on 128 training images."""
     from models.data import calibration_data
-    from quant.build import default_map, quantize_vit
+    from quant.build import default_map, quantize_model
     from quant.methods import get_method
 
     calib = calibration_data("fmnist", deit_fmnist, 128, seed=0)
-    return {(w, a): quantize_vit(deit_fmnist, calib, get_method("p2vit"), default_map(w, a), name="deit_fmnist",
+    return {(w, a): quantize_model(deit_fmnist, calib, get_method("p2vit"), default_map(w, a), name="deit_fmnist",
                                  metadata={"input_shape": [1, 28, 28]})
             for w, a in ((8, 8), (4, 4))}
 

@@ -36,10 +36,10 @@ def _fmt(value: Any) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from models.train import Recipe, train
+    from models.train import recipe_for, train
 
     out = Path(args.out) if args.out else Path(__file__).resolve().parent.parent / "models" / "checkpoints" / f"{args.model}.safetensors"
-    recipe = Recipe(epochs=args.epochs or Recipe.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    recipe = recipe_for(args.model, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
     meta = train(args.model, out, recipe, args.data, log=log)
     _emit({**meta, "out": str(out)}, args.json, lambda r: [f"saved {r['out']}: test top-1 {_fmt(r['test_top1'])}"])
@@ -142,10 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a vitsim model from scratch (seeded recipe)", formatter_class=fmt)
     p.add_argument("--model", default="deit_fmnist")
-    p.add_argument("--epochs", type=_positive, default=None, help="epochs (default: the recipe's, models/train.py)")
+    p.add_argument("--epochs", type=_positive, default=None, help="epochs (default: the model's recipe, models/train.py)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=_positive, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=_positive, default=None, help="default: the recipe's (128)")
+    p.add_argument("--lr", type=float, default=None, help="default: the recipe's (2e-3)")
     p.add_argument("--out", default=None, help="checkpoint path (default: the bundled models/checkpoints/<model>.safetensors)")
     p.add_argument("--data", default=None, help="folder of the Fashion-MNIST IDX files")
     p.add_argument("--json", action="store_true")

@@ -20,10 +20,9 @@ from hwsim.ir.serialize import program_digest
 from models.data import calibration_data, eval_data, input_shape
 from models.evaluate import predict as torch_predict
 from models.registry import create_model, model_entry
-from quant.build import default_map, quantize_vit
+from quant.build import QuantModel, default_map, quantize_model
 from quant.methods import get_method
 from quant.mixed_precision import MixedPrecisionMap
-from quant.qvit import QuantViT
 
 
 def _sha256(path: Path) -> str:
@@ -51,7 +50,7 @@ def int_predict(program: Program, images: np.ndarray, batch_size: int = 100, pro
     return np.concatenate(preds), saturations, len(images) / max(elapsed, 1e-9)
 
 
-def fq_predict(qmodel: QuantViT, images: np.ndarray, batch_size: int = 100, progress: bool = False) -> np.ndarray:
+def fq_predict(qmodel: QuantModel, images: np.ndarray, batch_size: int = 100, progress: bool = False) -> np.ndarray:
     return torch_predict(qmodel, images, batch_size, progress)
 
 
@@ -66,13 +65,13 @@ def evaluate(model: str, checkpoint: str | None, data: str | None, limit: int | 
             "images_per_s": round(len(images) / (time.perf_counter() - start), 1)}
 
 
-def build_quantized(recipe: dict[str, Any], progress: bool = False) -> tuple[torch.nn.Module, QuantViT]:
+def build_quantized(recipe: dict[str, Any], progress: bool = False) -> tuple[torch.nn.Module, QuantModel]:
     """Float model and its quantized model from a recipe (the same dict export stores, so results are reproducible)."""
     net = create_model(recipe["model"], recipe.get("checkpoint"), pretrained=recipe.get("checkpoint") is None and recipe.get("pretrained", True))
     bits_map = MixedPrecisionMap.from_dict(recipe["mp"])
     calib = calibration_data(recipe["data"], net, recipe["calib"], recipe["seed"], recipe.get("root"))
     meta = {"recipe": recipe, "model": recipe["model"]}
-    q = quantize_vit(net, calib, get_method(recipe["method"]), bits_map, name=recipe["model"], metadata=meta, progress=progress)
+    q = quantize_model(net, calib, get_method(recipe["method"]), bits_map, name=recipe["model"], metadata=meta, progress=progress)
     return net, q
 
 
@@ -80,9 +79,8 @@ def make_recipe(model: str, method: str, wbits: int, abits: int, mp: str | None,
                 checkpoint: str | None, data: str | None, root: str | None = None, first_last_8bit: bool = True) -> dict[str, Any]:
     defaults = default_map(wbits, abits, first_last_8bit)
     bits_map = MixedPrecisionMap.load(mp, defaults.global_bits) if mp else defaults
-    if mp and first_last_8bit:
-        for name, b in defaults.layer.items():
-            bits_map.layer.setdefault(name, b)
+    if mp and first_last_8bit and not bits_map.first_last:
+        bits_map.first_last = dict(defaults.first_last)
     recipe = {"model": model, "method": method, "wbits": wbits, "abits": abits, "mp": bits_map.to_dict(), "calib": calib,
               "seed": seed, "data": data or default_data(model), "checkpoint": checkpoint}
     if root:

@@ -62,8 +62,12 @@ def _requant(op: Op, program: Program, x: np.ndarray, axis: int, lo: int, hi: in
 
 def check_add(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
     a, b = shapes
-    need(a == b, f"Add operands differ in shape: {a} vs {b}")
-    return [a]
+    try:
+        out = tuple(np.broadcast_shapes(a, b))
+    except ValueError:
+        out = None
+    need(out is not None and out in (a, b), f"Add operands do not broadcast: {a} vs {b}")
+    return [out]
 
 
 @register_op("Add", check_add)

@@ -1,55 +1,53 @@
-"""What a PTQ method decides: float re-parameterisation before calibration, and every scale.
+"""What a PTQ method decides: float re-parameterisations of the traced graph, and the scale of every site by role.
 
-quant.build asks the method for each scale in turn; internal 16-bit tensors (residual stream, attention logits, GELU
-input) are powers of two in every method, because the integer nonlinear units take fractional-bit inputs.
+quant.formats asks the method for each site in turn (quant.fakequant.ActQuant roles): ``tensor_scale`` for a GEMM
+operand per tensor, ``ptf_scale`` for a LayerNorm output read by a Linear (per-channel factors allowed),
+``zero_point_scale`` for a one-sided activation (a zero point allowed), ``per_head_scales`` for MatMul operands, and
+``weight_scale`` per output channel. Internal 16-bit tensors (residual stream, logits, GELU input) are powers of two in
+every method, because the integer nonlinear units take fractional-bit inputs.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Iterable
 
 import torch
 
 from quant.observers import Observer
 from quant.parts import pot_ceil_exp
-from quant.scales import Scale
 
 
 class Method(ABC):
     name = "base"
     softmax_log2_bits: int | None = None  # None: uniform softmax output at the matmul's activation bits
 
-    def prepare(self, model: torch.nn.Module, calib: list[torch.Tensor]) -> None:
-        """Float re-parameterisation of ``model`` in place, before the calibration statistics are taken."""
+    def prepare(self, captured, calib: torch.Tensor) -> None:
+        """Float re-parameterisation of the traced graph ``captured`` in place, before the sites are observed."""
 
     @abstractmethod
     def weight_scale(self, weight: torch.Tensor, inputs: torch.Tensor | None, bits: int) -> torch.Tensor:
         """Per-output-channel scale of ``weight`` [out, ...]; ``inputs`` [rows, in] are calibration inputs (Linear)."""
 
     @abstractmethod
-    def act_scale(self, obs: Observer, bits: int, signed: bool = True, consumer: torch.Tensor | None = None) -> Scale:
+    def tensor_scale(self, obs: Observer, bits: int, signed: bool = True,
+                     consumer: torch.Tensor | None = None) -> torch.Tensor:
         """Per-tensor scale of an activation; ``consumer`` is the weight [out, in] of the Linear reading it, if any."""
 
     @abstractmethod
-    def head_scales(self, obs: Observer, bits: int, tokens: torch.Tensor | None = None,
-                    partner: torch.Tensor | None = None) -> torch.Tensor:
-        """One scale per attention head (heads on the observer's last axis). For q and k, ``tokens`` [rows, heads, d]
-        are calibration rows of the operand itself and ``partner`` those of the other operand of Q.K^T."""
+    def per_head_scales(self, absmax: torch.Tensor, rows: torch.Tensor, bits: int,
+                        partner: torch.Tensor | None = None) -> torch.Tensor:
+        """One scale per head of a MatMul operand: ``absmax`` [heads], calibration ``rows`` [n, heads, k] of the
+        operand; for Q.K^T, ``partner`` [n, heads, k] are rows of the other operand."""
 
-    def skewed_act(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> tuple[Scale, int]:
-        """(scale, zero point) of a signed activation with a one-sided range (the GELU output); symmetric here."""
-        return self.act_scale(obs, bits, consumer=consumer), 0
+    def zero_point_scale(self, obs: Observer, bits: int,
+                         consumer: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+        """(scale, zero point) of a signed activation with a one-sided range; symmetric (zero point 0) here."""
+        return self.tensor_scale(obs, bits, consumer=consumer), 0
 
-    def norm_out_scale(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> Scale:
-        """Scale of a LayerNorm output: per tensor, or per channel (PTF); ``consumer`` as in ``act_scale``."""
-        return self.act_scale(obs, bits, consumer=consumer)
+    def ptf_scale(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> torch.Tensor:
+        """Scale of a LayerNorm output read by a Linear: per tensor here, per channel [C] (PTF) where a method says."""
+        return self.tensor_scale(obs, bits, consumer=consumer)
 
     @staticmethod
     def internal_exp(absmax: torch.Tensor, bits: int = 16) -> int:
         """Power-of-two exponent covering ``absmax`` on a wide internal tensor (no clipping)."""
         return int(pot_ceil_exp(absmax, bits, True))
-
-
-def batches(images: torch.Tensor, batch_size: int = 64) -> Iterable[torch.Tensor]:
-    for i in range(0, len(images), batch_size):
-        yield images[i:i + batch_size]

@@ -8,7 +8,7 @@ Quantization and Acceleration for Fully Quantized Vision Transformer", IEEE TVLS
   ||(X - Q(X)) W^T||^2; q and k per head by the error of the logits ||(q - Q(q)) k^T||^2 (k likewise against q),
   computed through the k Gram matrix; v and the input image by their own quantization MSE.
 - PoT-aware smoothing before calibration: s_j = 2^round(log2(max|X_j|^a / max|W_j|^(1-a))) for the LayerNorm output
-  channels j feeding qkv (a = 0.35) and fc1 (a = 0.5); X_j / s_j is folded into the LayerNorm affine and W_j * s_j into
+  channels j feeding a Linear: a = 0.35 where the Linear feeds attention (qkv), 0.5 otherwise (fc1, patch merging); X_j / s_j is folded into the LayerNorm affine and W_j * s_j into
   the linear weight, so the float model is unchanged and only quantization sees the smoother channels.
 - Post-LayerNorm activations use FQ-ViT's power-of-two factors (PTF): a layer-wise scale 2^e and per-channel factors
   2^k, k in 0..3, chosen per channel by MSE; the next linear shifts its input by k.
@@ -21,16 +21,29 @@ from __future__ import annotations
 
 import torch
 
-from quant.calibrate import collect
-from quant.methods.base import Method, batches
+from quant.calibrate import batches
+from quant.graph.capture import Captured
+from quant.methods.base import Method
 from quant.observers import Observer
 from quant.parts import absmax_scale, fake_quant
 from quant.quantizer import Quantizer, pot_candidates, quant_error
-from quant.scales import Scale
 
-SMOOTH_ALPHA_QKV = 0.35
-SMOOTH_ALPHA_FC1 = 0.5
+SMOOTH_ALPHA_ATTENTION = 0.35
+SMOOTH_ALPHA_OTHER = 0.5
 PTF_LEVELS = 4  # k in 0..3
+
+
+def smoothing_pairs(captured: Captured) -> list[tuple[str, str, bool]]:
+    """(LayerNorm, Linear, feeds attention) for every LayerNorm read directly by one Linear and nothing else."""
+    from quant.sites import _users_through
+
+    pairs = []
+    for node in captured.nodes("linear"):
+        src = node.args[0]
+        if src.meta.get("kind") == "layernorm" and len(_users_through(src)) == 1:
+            attention = any(u.meta.get("kind") == "matmul" for u in _users_through(node))
+            pairs.append((src.target, node.target, attention))
+    return pairs
 
 
 class P2ViT(Method):
@@ -44,53 +57,70 @@ class P2ViT(Method):
     def __init__(self, output_mse: bool = True, gelu_zero_point: bool = True, logit_mse: bool = True) -> None:
         self.output_mse, self.gelu_zero_point, self.logit_mse = output_mse, gelu_zero_point, logit_mse
 
-    def prepare(self, model: torch.nn.Module, calib: list[torch.Tensor]) -> None:
-        obs = collect(model, batches(torch.cat(calib)))
-        with torch.no_grad():
-            for i, block in enumerate(model.blocks):
-                for norm, linear, a in ((block.norm1, block.attn.qkv, SMOOTH_ALPHA_QKV),
-                                        (block.norm2, block.mlp.fc1, SMOOTH_ALPHA_FC1)):
-                    x_max = obs[f"blocks.{i}.{'attn.qkv' if linear is block.attn.qkv else 'mlp.fc1'}.in"].absmax_c
-                    w_max = linear.weight.double().abs().amax(0)
-                    ratio = x_max.clamp(min=1e-8) ** a / w_max.clamp(min=1e-8) ** (1 - a)
-                    s = torch.exp2(torch.round(torch.log2(ratio)))
-                    norm.weight.div_(s.float())
-                    norm.bias.div_(s.float())
-                    linear.weight.mul_(s.float()[None, :])
+    @torch.no_grad()
+    def prepare(self, captured: Captured, calib: torch.Tensor) -> None:
+        gm = captured.gm
+        pairs = smoothing_pairs(captured)
+        absmax: dict[str, torch.Tensor] = {}
+
+        def hook(name: str):
+            def record(module, args, out):
+                amax = out.detach().double().reshape(-1, out.shape[-1]).abs().amax(0)
+                absmax[name] = amax if name not in absmax else torch.maximum(absmax[name], amax)
+            return record
+
+        handles = [gm.get_submodule(ln).register_forward_hook(hook(ln)) for ln, _, _ in pairs]
+        try:
+            for batch in batches(calib):
+                gm(batch.float())
+        finally:
+            for h in handles:
+                h.remove()
+        for ln_name, linear_name, attention in pairs:
+            norm, linear = gm.get_submodule(ln_name), gm.get_submodule(linear_name)
+            a = SMOOTH_ALPHA_ATTENTION if attention else SMOOTH_ALPHA_OTHER
+            w_max = linear.weight.double().abs().amax(0)
+            ratio = absmax[ln_name].clamp(min=1e-8) ** a / w_max.clamp(min=1e-8) ** (1 - a)
+            s = torch.exp2(torch.round(torch.log2(ratio)))
+            norm.weight.div_(s.float())
+            norm.bias.div_(s.float())
+            linear.weight.mul_(s.float()[None, :])
 
     def weight_scale(self, weight: torch.Tensor, inputs: torch.Tensor | None, bits: int) -> torch.Tensor:
         return Quantizer(f"Int{bits}WeightPerChannelPoT", "mse").fit(weight, inputs=inputs).scale
 
-    def act_scale(self, obs: Observer, bits: int, signed: bool = True, consumer: torch.Tensor | None = None) -> Scale:
+    def tensor_scale(self, obs: Observer, bits: int, signed: bool = True,
+                     consumer: torch.Tensor | None = None) -> torch.Tensor:
         consumer = consumer if self.output_mse else None
         spec = f"{'' if signed else 'U'}Int{bits}ActPerTensorPoT"
-        return Scale(Quantizer(spec, "mse").fit(obs, consumer=consumer).scale)
+        return Quantizer(spec, "mse").fit(obs, consumer=consumer).scale
 
-    def skewed_act(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> tuple[Scale, int]:
+    def zero_point_scale(self, obs: Observer, bits: int,
+                         consumer: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """GELU output (min about -0.17, max several units): a zero point moves the signed code range onto [min, max],
         as FQ-ViT's asymmetric activations do; the (scale, zero point) pair is chosen by the consumer's output MSE."""
         if not self.gelu_zero_point:
-            return self.act_scale(obs, bits, consumer=consumer), 0
+            return self.tensor_scale(obs, bits, consumer=consumer), 0
         consumer = consumer if self.output_mse else None
         q = Quantizer(f"ShiftedInt{bits}ActPerTensorPoT", "mse").fit(obs, consumer=consumer)
-        return Scale(q.scale), int(q.zero_point)
+        return q.scale, int(q.zero_point)
 
-    def head_scales(self, obs: Observer, bits: int, tokens: torch.Tensor | None = None,
-                    partner: torch.Tensor | None = None) -> torch.Tensor:
+    def per_head_scales(self, absmax: torch.Tensor, rows: torch.Tensor, bits: int,
+                        partner: torch.Tensor | None = None) -> torch.Tensor:
         """Per head; for q and k by the MSE of the logits Q(q).k^T (resp. q.Q(k)^T), else by own MSE."""
-        if tokens is None or partner is None or not self.logit_mse:
-            return Quantizer(f"Int{bits}ActPerHeadPoT", "mse").fit(obs).scale
-        base = absmax_scale(obs.absmax_c, bits, True)
-        gram = torch.einsum("rhd,rhe->hde", partner.double(), partner.double())  # ||dq k^T||^2 = sum dq G dq^T
-        x = tokens.double()
+        base = absmax_scale(absmax, bits, True)
         cands = pot_candidates(base)  # [window, heads]
+        x = rows.double()
+        gram = None
+        if partner is not None and self.logit_mse:
+            gram = torch.einsum("rhd,rhe->hde", partner.double(), partner.double())  # ||dq k^T||^2 = sum dq G dq^T
         errors = []
         for c in cands:
             dq = fake_quant(x, torch.exp2(c.double())[None, :, None], bits, True) - x
-            errors.append(torch.einsum("rhd,hde,rhe->h", dq, gram, dq))
+            errors.append(torch.einsum("rhd,hde,rhe->h", dq, gram, dq) if gram is not None else (dq ** 2).sum((0, 2)))
         return torch.exp2(cands.gather(0, torch.stack(errors).argmin(0)[None])[0].double())
 
-    def norm_out_scale(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> Scale:
+    def ptf_scale(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> torch.Tensor:
         """PTF: layer-wise 2^e, then per channel 2^(e - 3 + k), k in 0..3 by per-channel MSE; e is chosen among the
         adaptive-rounding candidates by the consumer's output MSE (by the PTF-quantized tensor's MSE without one)."""
         x = obs.sample()
@@ -98,7 +128,7 @@ class P2ViT(Method):
         options = [_ptf_scales(x, top, bits) for top in tops]
         consumer = consumer if self.output_mse else None
         errors = torch.stack([quant_error(x, s, 0, bits, True, consumer) for s in options])
-        return Scale(options[int(errors.argmin())], axis=-1)
+        return options[int(errors.argmin())]
 
 
 def _ptf_scales(x: torch.Tensor, top: torch.Tensor, bits: int) -> torch.Tensor:

@@ -1,0 +1,330 @@
+"""Differentiable fake-quant modules: the quantized model is the traced graph with these modules in it.
+
+- ``ActQuant``: one activation quantization site (a graph edge or a node output), named by module path. A uniform grid
+  (bits, sign, zero point, scale per tensor or per channel along one axis, power of two or float) or log2 codes
+  (post-softmax). Modes: ``observe`` (record float statistics for calibration, pass the input through), ``quant``
+  (fake-quantize), ``float`` (bypass). Straight-through estimator for the rounding; the scale can be learnt by LSQ
+  (Esser et al., ICLR 2020), optionally constrained to powers of two (the exponent rounds with a straight-through
+  estimator).
+- ``AlignQuant``: an input of an Add, quantized on the grid of the Add's output site (what the integer Add's alignment
+  shifts compute).
+- ``QuantLinear`` / ``QuantConv2d``: float weights and biases (trainable) with a ``WeightQuant`` per output channel,
+  optionally with AdaRound's learnable rounding (Nagel et al., ICML 2020); the bias is rounded on the accumulator
+  grid exactly as the exported int32 bias is.
+- ``QuantLayerNorm`` / ``QuantSoftmax`` / ``QuantGELU``: the nonlinear ops, computed either as float (what papers
+  report) or by hwsim's integer kernels (what the hardware computes). The integer forward is exact; its backward is
+  the float op's gradient (straight-through), so training sees the integer error.
+Rounding is round half up everywhere (``floor(x / s + 1/2)``), the integer program's convention (docs/numerics.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hwsim.kernels.gelu import gelu_int
+from hwsim.kernels.layernorm import NORM_BITS, layernorm_int
+from hwsim.kernels.softmax import softmax_int
+from quant.parts import QuantError, qrange
+from quant.quantizer import log2_codes, log2_values
+
+SIG_BITS = 8          # integer GELU's sigmoid bits (hwsim.kernels.gelu)
+GAMMA_BITS = 16       # integer LayerNorm's per-channel multiplier width
+INTERNAL_BITS = 16    # residual stream, logits, GELU input
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round half up with a straight-through gradient."""
+    return x + (torch.floor(x + 0.5) - x).detach()
+
+
+def fake_quant_ste(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool, zero_point: int = 0) -> torch.Tensor:
+    lo, hi = qrange(bits, signed)
+    q = torch.clamp(round_ste(x / scale) + zero_point, lo, hi)
+    return (q - zero_point) * scale
+
+
+def _view(values: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """A per-channel vector as a view broadcasting along ``axis`` (counted from the end) of ``x``."""
+    if axis is None or values.numel() == 1:
+        return values.reshape(())
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    return values.reshape(shape)
+
+
+class ActQuant(torch.nn.Module):
+    """One activation quantization site. ``role`` tells the method what kind of tensor it is:
+    ``tensor`` (a GEMM operand, per tensor), ``ptf`` (LayerNorm output read by a Linear: per-channel power-of-two
+    factors allowed), ``skewed`` (one-sided range: a zero point allowed), ``head`` (MatMul operand, per head along
+    axis -3), ``softmax`` (post-softmax probabilities: log2 codes or uniform 2^-bits), ``internal`` (16-bit
+    power-of-two: residual stream, logits, GELU input)."""
+
+    def __init__(self, name: str, role: str, bits: int, max_exp: int | None = None) -> None:
+        super().__init__()
+        self.name, self.role, self.bits, self.max_exp = name, role, bits, max_exp
+        self.mode = "float"
+        self.signed = role != "softmax"
+        self.zero_point = 0
+        self.axis: int | None = None
+        self.log2 = False
+        self.register_buffer("scale", torch.ones((), dtype=torch.float64))
+        self.observer = None                      # set while calibrating
+        self.lsq: torch.nn.Parameter | None = None  # log2 of the scale when learnt
+        self.lsq_pot = False
+
+    # --- format ------------------------------------------------------------------------------------------------
+    def set_format(self, scale: torch.Tensor, axis: int | None = None, zero_point: int = 0, signed: bool | None = None,
+                   log2: bool = False, bits: int | None = None) -> None:
+        self.scale = scale.detach().double().reshape(-1 if scale.numel() > 1 else ()).clone()
+        self.axis = axis if self.scale.numel() > 1 else None
+        self.zero_point, self.log2 = int(zero_point), log2
+        if signed is not None:
+            self.signed = signed
+        if bits is not None:
+            self.bits = bits
+
+    def learn_scale(self, pot: bool = False) -> None:
+        """LSQ: make the scale a trainable parameter (its log2), optionally rounded to a power of two."""
+        self.lsq = torch.nn.Parameter(torch.log2(self.scale.clone()))
+        self.lsq_pot = pot
+
+    def current_scale(self) -> torch.Tensor:
+        if self.lsq is None:
+            return self.scale
+        e = round_ste(self.lsq) if self.lsq_pot else self.lsq
+        return torch.exp2(e)
+
+    def freeze(self) -> None:
+        """Write a learnt scale back into the fixed format (what lowering reads)."""
+        if self.lsq is not None:
+            with torch.no_grad():
+                self.scale = self.current_scale().detach().clone()
+            self.lsq = None
+
+    @property
+    def pot(self) -> bool:
+        s = self.scale
+        return bool(torch.all(torch.exp2(torch.round(torch.log2(s))) == s))
+
+    def exps(self) -> torch.Tensor:
+        return torch.round(torch.log2(self.scale)).long()
+
+    # --- run ---------------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "observe":
+            if self.observer is not None:
+                self.observer(self, x)
+            return x
+        if self.mode == "float":
+            return x
+        if self.log2:
+            codes = log2_codes(x.detach().clamp(min=0), self.bits)
+            return x + (log2_values(codes, self.bits).to(x.dtype) - x).detach()
+        scale = _view(self.current_scale(), x, self.axis).to(x.dtype)
+        return fake_quant_ste(x, scale, self.bits, self.signed, self.zero_point)
+
+    def extra_repr(self) -> str:
+        return f"{self.name}, role={self.role}, bits={self.bits}, mode={self.mode}"
+
+
+class AlignQuant(torch.nn.Module):
+    """An Add input on the grid of the Add's output site (``leader``); it never observes."""
+
+    def __init__(self, name: str, leader: ActQuant) -> None:
+        super().__init__()
+        self.name = name
+        self.leader = [leader]  # a list keeps the leader out of this module's children
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = self.leader[0]
+        if lead.mode != "quant":
+            return x
+        return fake_quant_ste(x, _view(lead.current_scale(), x, lead.axis).to(x.dtype), lead.bits, lead.signed,
+                              lead.zero_point)
+
+
+class WeightQuant(torch.nn.Module):
+    """Per-output-channel weight quantizer; ``learn_rounding`` turns on AdaRound's rectified-sigmoid rounding."""
+
+    ZETA, GAMMA = 1.1, -0.1
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.enabled = False
+        self.register_buffer("scale", torch.ones(1, dtype=torch.float64))
+        self.alpha: torch.nn.Parameter | None = None
+        self.hard = True
+
+    def set_scale(self, scale: torch.Tensor) -> None:
+        self.scale = scale.detach().double().reshape(-1).clone()
+
+    def _s(self, w: torch.Tensor) -> torch.Tensor:
+        return self.scale.reshape((-1,) + (1,) * (w.dim() - 1)).to(w.dtype)
+
+    def learn_rounding(self, w: torch.Tensor) -> None:
+        """AdaRound: codes floor(w/s) + h(alpha), h initialised so the start is w/s's own fractional part."""
+        rest = (w.detach().double() / self._s(w.double())) - torch.floor(w.detach().double() / self._s(w.double()))
+        rest = rest.clamp(0.01, 0.99)
+        self.alpha = torch.nn.Parameter(-torch.log((self.ZETA - self.GAMMA) / (rest - self.GAMMA) - 1))
+        self.hard = False
+
+    def rectified(self) -> torch.Tensor:
+        return torch.clamp(torch.sigmoid(self.alpha) * (self.ZETA - self.GAMMA) + self.GAMMA, 0, 1)
+
+    def codes(self, w: torch.Tensor) -> torch.Tensor:
+        lo, hi = qrange(self.bits, True)
+        s = self._s(w)
+        if self.alpha is None:
+            return torch.clamp(round_ste(w / s), lo, hi)
+        up = (self.alpha >= 0).to(w.dtype) if self.hard else self.rectified().to(w.dtype)
+        return torch.clamp(torch.floor(w / s).detach() + up, lo, hi)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return w
+        return self.codes(w) * self._s(w)
+
+
+class _QuantGemm(torch.nn.Module):
+    """Shared by QuantLinear and QuantConv2d: the input site (for the accumulator grid) and bias rounding."""
+
+    def __init__(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None, bits: int) -> None:
+        super().__init__()
+        self.name = name
+        self.weight = torch.nn.Parameter(weight.detach().clone())
+        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone())
+        self.wq = WeightQuant(bits)
+        self.input_site: list[ActQuant] = []
+
+    def input_base_scale(self) -> torch.Tensor:
+        """The accumulator's input scale: the input site's scale, its smallest per-channel value under PTF."""
+        site = self.input_site[0]
+        return site.current_scale().min()
+
+    def quant_bias(self, dtype: torch.dtype) -> torch.Tensor | None:
+        if self.bias is None or not self.wq.enabled or not self.input_site or self.input_site[0].mode != "quant":
+            return self.bias
+        acc = (self.input_base_scale() * self.wq.scale).to(dtype)
+        lo, hi = qrange(32, True)
+        return torch.clamp(round_ste(self.bias.to(dtype) / acc), lo, hi) * acc
+
+
+class QuantLinear(_QuantGemm):
+    def __init__(self, name: str, linear: torch.nn.Linear, bits: int) -> None:
+        super().__init__(name, linear.weight, linear.bias, bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.wq(self.weight.to(x.dtype)), self.quant_bias(x.dtype))
+
+
+class QuantConv2d(_QuantGemm):
+    def __init__(self, name: str, conv: torch.nn.Conv2d, bits: int) -> None:
+        super().__init__(name, conv.weight, conv.bias, bits)
+        if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros" or len(set(conv.stride)) != 1 \
+                or len(set(conv.padding if isinstance(conv.padding, tuple) else (0,))) != 1:
+            raise QuantError(f"{name}: only plain square-stride Conv2d lowers to the integer program")
+        self.stride, self.padding = conv.stride[0], conv.padding[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.wq(self.weight.to(x.dtype)), self.quant_bias(x.dtype), self.stride, self.padding)
+
+
+def _codes(x: torch.Tensor, site: ActQuant) -> np.ndarray:
+    """Integer codes of a tensor already on ``site``'s power-of-two grid."""
+    return np.ascontiguousarray(torch.floor(x.detach().double() / site.current_scale().detach() + 0.5).numpy(),
+                                dtype=np.int64)
+
+
+def layernorm_int_params(weight: torch.Tensor, bias: torch.Tensor, out_scale: torch.Tensor) -> dict[str, np.ndarray]:
+    """Integer LayerNorm constants for output scale ``out_scale`` (per tensor or per channel): the multiplier
+    R = gamma * sqrt(C) / (2^31 * s_out) as G / 2^shift with G on 15 bits of magnitude, and beta on the same shift.
+    Shared by the fake-quant module and the lowering, so both compute the same integers."""
+    c = weight.numel()
+    gamma, beta = weight.detach().double(), bias.detach().double()
+    s = out_scale.detach().double().expand(c) if out_scale.numel() == 1 else out_scale.detach().double()
+    ratio = gamma * np.sqrt(c) / (2.0 ** NORM_BITS * s)
+    top = GAMMA_BITS - 2
+    safe = torch.where(ratio == 0, torch.ones_like(ratio), ratio.abs())
+    shift = (top - torch.floor(torch.log2(safe))).long().clamp(1, 62)
+    g = torch.floor(ratio * torch.exp2(shift.double()) + 0.5)
+    over = g.abs() >= 2 ** (GAMMA_BITS - 1)
+    shift = torch.where(over, shift - 1, shift)
+    g = torch.floor(ratio * torch.exp2(shift.double()) + 0.5)
+    b = torch.floor(beta * torch.exp2(shift.double()) / s + 0.5)
+    return {"gamma": g.long().numpy(), "beta": b.long().numpy(), "shift": shift.numpy()}
+
+
+class _Nonlinear(torch.nn.Module):
+    """``integer`` selects hwsim's integer kernel in the forward (exact) with the float op's gradient."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.integer = False
+        self.in_site: list[ActQuant] = []
+        self.out_site: list[ActQuant] = []
+
+    def _use_int(self) -> bool:
+        return self.integer and bool(self.in_site) and all(s.mode == "quant" for s in self.in_site + self.out_site)
+
+    @staticmethod
+    def _straight_through(y_float: torch.Tensor, y_int: np.ndarray | torch.Tensor) -> torch.Tensor:
+        y_int = torch.as_tensor(y_int, dtype=y_float.dtype)
+        return y_float + (y_int - y_float).detach()
+
+
+class QuantLayerNorm(_Nonlinear):
+    def __init__(self, name: str, ln: torch.nn.LayerNorm) -> None:
+        super().__init__(name)
+        self.weight = torch.nn.Parameter(ln.weight.detach().clone())
+        self.bias = torch.nn.Parameter(ln.bias.detach().clone())
+        self.eps = ln.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+        if not self._use_int():
+            return y
+        site = self.out_site[0]
+        # The input is on a power-of-two grid; integer LayerNorm is invariant to that scale, so its codes suffice.
+        codes = _codes(x, self.in_site[0])
+        p = layernorm_int_params(self.weight, self.bias, site.current_scale())
+        rows = codes.reshape(-1, codes.shape[-1])
+        out = np.empty(rows.shape, dtype=np.int64)
+        lo, hi = qrange(site.bits, site.signed)
+        layernorm_int(rows, p["gamma"], p["beta"], p["shift"], lo, hi, out)
+        scale = _view(site.current_scale().detach(), x, site.axis)
+        return self._straight_through(y, torch.from_numpy(out.reshape(codes.shape)).double() * scale)
+
+
+class QuantSoftmax(_Nonlinear):
+    def __init__(self, name: str, dim: int = -1) -> None:
+        super().__init__(name)
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.softmax(x, self.dim)
+        if not self._use_int():
+            return y
+        site_in, site_out = self.in_site[0], self.out_site[0]
+        codes = _codes(x, site_in)
+        rows = codes.reshape(-1, codes.shape[-1])
+        out = np.empty(rows.shape, dtype=np.int64)
+        softmax_int(rows, -int(site_in.exps()), site_out.bits, site_out.log2, out)
+        out = torch.from_numpy(out.reshape(codes.shape))
+        values = log2_values(out, site_out.bits) if site_out.log2 else out.double() * site_out.current_scale().detach()
+        return self._straight_through(y, values)
+
+
+class QuantGELU(_Nonlinear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.gelu(x)
+        if not self._use_int():
+            return y
+        site_in = self.in_site[0]
+        frac = -int(site_in.exps())
+        codes = _codes(x, site_in)
+        out = np.empty(codes.shape, dtype=np.int64)
+        gelu_int(codes.reshape(-1), frac, SIG_BITS, out.reshape(-1))
+        return self._straight_through(y, torch.from_numpy(out).double() * 2.0 ** -(frac + SIG_BITS))
