@@ -9,7 +9,6 @@ logit-error search needs are both at hand.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -93,4 +92,4 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, method: object, prog
     probe_bits = {name: {"wbits": 8, "abits": 8} for name in gemm_layers(captured)}
     qg = QuantGraph.build(captured, probe_bits, method.softmax_log2_bits)
     observers = observe(qg, images, progress)
-    return Calibration(copy.copy(captured), observers, method, int(len(images)))
+    return Calibration(captured, observers, method, int(len(images)))

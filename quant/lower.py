@@ -334,7 +334,6 @@ def _linear(lw: Lowering, node: fx.Node) -> Val:
         bias = np.clip(bias - x.zero_point * codes.sum(1).numpy(), lo, hi)
         params["bias"] = lw.b.constant(f"{name}.bias", bias, ACC_BITS, scale=Scale(torch.from_numpy(acc_scale), -1))
     out = lw.op("Linear", name, [x.name], ACC_BITS, True, acc_scale, params, {"acc_bits": ACC_BITS})
-    lw.producer[out] = lw.b.program.ops[-1]
     return _gemm_output(lw, node, Val(out, acc_scale.copy(), ACC_BITS, True, acc=True))
 
 

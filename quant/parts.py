@@ -1,6 +1,6 @@
 """Quantizer parts (Brevitas-style small pieces): rounding, ranges, scales (float or power of two), dyadic multipliers.
 
-Rounding is DESIGN.md's one convention, round half up: ``floor(x / scale + 0.5)``, never ``torch.round`` (half to even),
+Rounding is the one convention of docs/numerics.md, round half up: ``floor(x / scale + 0.5)``, never ``torch.round`` (half to even),
 so fake-quant and hwsim's ``(x + 2^(s-1)) >> s`` agree bit for bit.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ A PoT scale from ``minmax`` / ``percentile`` is rounded up to the next power of 
 Log2 presets (post-softmax probabilities, FQ-ViT's log-int-softmax): code = round(log2(1 / p)) in the log domain with
 sqrt(2) as 181/128 (as hwsim.kernels.softmax.log2_code), value 2^-code, and the top code 2^b - 1 stands for 0; the
 integer side multiplies by such values with shifts.
-Codes round half up (DESIGN.md): the same integers hwsim computes.
+Codes round half up (docs/numerics.md): the same integers hwsim computes.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Area from synthesis: yosys ``synth`` (generic gate library) of an RTL module, reporting its cell count.
 
-DESIGN.md asks for area measured from synthesis of the RTL configurations, not guessed: ``synth_cells`` returns the
+Area is measured from synthesis of the RTL configurations, not guessed: ``synth_cells`` returns the
 total number of cells yosys maps the module to, and ``synth_report`` the per-type breakdown.
 """
 from __future__ import annotations

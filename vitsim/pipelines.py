@@ -1,7 +1,7 @@
 """End-to-end flows behind the CLI: evaluate, quantize (+export, + integer simulation), simulate, with metrics dicts.
 
 Accuracy of a quantized model is the integer simulator's (hwsim); fake-quant accuracy and the top-1 agreement between
-the two are reported beside it (DESIGN.md).
+the two are reported beside it.
 """
 from __future__ import annotations
 

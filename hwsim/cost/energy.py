@@ -1,4 +1,4 @@
-"""Energy of a GEMM tile from counted activity, priced with the DESIGN.md table (Horowitz, ISSCC 2014, 45 nm).
+"""Energy of a GEMM tile from counted activity, priced with the 45 nm table (Horowitz, ISSCC 2014, 45 nm).
 
 Counted per tile of rtl/src/gemm_engine.v: multiply-accumulates by operand width (log2 operands cost a shift
 instead of a multiply; PTF factors cost a product shift), buffer reads of A and B (each operand read once per tile),

@@ -1,4 +1,4 @@
-"""The integer program: the one artefact passed from quant to hwsim and rtl (DESIGN.md, "The contract").
+"""The integer program: the one artefact passed from quant to hwsim and rtl.
 
 An ordered list of ops over named tensors. Shapes are per sample (the batch axis is implicit and leading). Every
 tensor records bits, signedness, zero point and its scale: a power-of-two exponent (real = (q - zp) * 2^exp, per tensor

@@ -1,4 +1,4 @@
-"""Shift and dyadic requantization (DESIGN.md numeric conventions; dyadic form as in I-ViT, Li & Gu, ICCV 2023).
+"""Shift and dyadic requantization (docs/numerics.md; dyadic form as in I-ViT, Li & Gu, ICCV 2023).
 
 Shift by s > 0:  y = clamp((x + (1 << (s-1))) >> s, qmin, qmax)  -- round half up, arithmetic shift; s <= 0 is x << -s.
 Dyadic (m, s):   y = clamp((x * m + (1 << (s-1))) >> s, qmin, qmax) with a 64-bit intermediate, s >= 1.

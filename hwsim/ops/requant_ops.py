@@ -1,6 +1,6 @@
 """Requant (shift or dyadic, per tensor or per channel along ``axis``) and the aligned residual Add.
 
-Rounding and saturation as DESIGN.md pins them (hwsim.kernels.requant). The output tensor's bits and signedness set
+Rounding and saturation as docs/numerics.md pins them (hwsim.kernels.requant). The output tensor's bits and signedness set
 the saturation bounds, and its zero point z is added after rounding: y = clamp(round(x * 2^-s) + z). The kernels
 clamp to the bounds shifted by -z, and z is added to the clamped codes, which is the same integer.
 """

@@ -322,8 +322,6 @@ def capture(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Captured:
         if n.meta["kind"] == "unknown":
             raise UnsupportedOp(f"{type(model).__name__}: op {_op_label(n)!r} at node {n.meta['path']} "
                                 f"({n.op}) has no integer lowering")
-        if n.meta["kind"] == "const" and _is_tensor(n.meta["value1"]) and not n.users:
-            continue
     return Captured(gm, tuple(input_shape))
 
 

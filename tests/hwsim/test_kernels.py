@@ -23,7 +23,7 @@ U4 = np.arange(0, 16)
 
 
 def test_round_shift_convention_by_hand():
-    # DESIGN.md: (x + 2^(s-1)) >> s, round half up, arithmetic shift; s <= 0 is a left shift.
+    # docs/numerics.md: (x + 2^(s-1)) >> s, round half up, arithmetic shift; s <= 0 is a left shift.
     x = np.array([[5, 6, 7, -5, -6, -7, 2, -2]], dtype=np.int64)
     out = np.empty_like(x, dtype=np.int32)
     requant_shift(x, np.array([2]), -128, 127, out)
