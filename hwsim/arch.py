@@ -10,6 +10,10 @@ import yaml
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
 
+class ConfigError(ValueError):
+    """An impossible hardware configuration (a user error)."""
+
+
 @dataclass(frozen=True)
 class ArrayConfig:
     """An R x C output-stationary multi-precision MAC array with one shifter requantizer per column."""
@@ -21,9 +25,9 @@ class ArrayConfig:
 
     def __post_init__(self) -> None:
         if self.rows < 1 or self.cols < 1 or self.rows > 256 or self.cols > 256:
-            raise ValueError(f"array size {self.rows}x{self.cols} outside 1..256")
+            raise ConfigError(f"array size {self.rows}x{self.cols} outside 1..256")
         if not 8 <= self.acc_bits <= 48:
-            raise ValueError(f"accumulator width {self.acc_bits} outside 8..48")
+            raise ConfigError(f"accumulator width {self.acc_bits} outside 8..48")
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> HardwareCon
     array_fields = {f.name for f in fields(ArrayConfig)}
     unknown = set(data.get("array", {})) - array_fields
     if unknown:
-        raise ValueError(f"{path or DEFAULT_CONFIG}: unknown array fields {sorted(unknown)}")
+        raise ConfigError(f"{path or DEFAULT_CONFIG}: unknown array fields {sorted(unknown)}")
     array = ArrayConfig(**data.get("array", {}))
     energy = EnergyTable(**{k: ({int(b): float(v) for b, v in val.items()} if k == "add_pj" else val)
                             for k, val in data.get("energy", {}).items()})

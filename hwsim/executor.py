@@ -13,6 +13,10 @@ from hwsim.ir.schema import Program
 from hwsim.ops import OPS
 
 
+class InputMismatch(ValueError):
+    """Input data that do not fit the program's input tensor (a user error)."""
+
+
 @dataclass
 class RunResult:
     """Outputs by name, every intermediate tensor when traced, and saturated-value counts per op."""
@@ -32,12 +36,12 @@ def quantize_input(program: Program, images: np.ndarray) -> np.ndarray:
     if spec.exp is None:
         scale = spec.scale
         if scale is None:
-            raise ValueError(f"input {program.inputs[0]!r} has neither a power-of-two exponent nor a float scale")
+            raise InputMismatch(f"input {program.inputs[0]!r} has neither a power-of-two exponent nor a float scale")
         q = np.floor(np.asarray(images, np.float64) / scale + 0.5)
     else:
         q = np.floor(np.ldexp(np.asarray(images, np.float64), -spec.exp) + 0.5)
     if tuple(q.shape[1:]) != spec.shape:
-        raise ValueError(f"images of shape {q.shape[1:]} do not fit program input {spec.shape}")
+        raise InputMismatch(f"images of shape {q.shape[1:]} do not fit program input {spec.shape}")
     return np.clip(q, spec.qmin, spec.qmax).astype(np.int32)
 
 
@@ -45,11 +49,11 @@ def run(program: Program, x: np.ndarray, trace: bool = False) -> RunResult:
     """Run ``program`` on integer input ``x`` [batch, *input shape]; returns outputs, optional trace, saturations."""
     spec = program.spec(program.inputs[0])
     if tuple(x.shape[1:]) != spec.shape:
-        raise ValueError(f"input of shape {x.shape[1:]} does not fit program input {spec.shape}")
+        raise InputMismatch(f"input of shape {x.shape[1:]} does not fit program input {spec.shape}")
     if not np.issubdtype(x.dtype, np.integer):
         raise TypeError(f"the executor takes integers; got {x.dtype} (use quantize_input for float images)")
     if x.size and (int(x.min()) < spec.qmin or int(x.max()) > spec.qmax):
-        raise ValueError(f"input values exceed the {spec.bits}-bit range of {program.inputs[0]!r}")
+        raise InputMismatch(f"input values exceed the {spec.bits}-bit range of {program.inputs[0]!r}")
     values: dict[str, np.ndarray] = {program.inputs[0]: x}
     consts = {n: a[None] for n, a in program.constants.items()}
     saturations: dict[str, int] = {}

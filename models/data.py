@@ -8,13 +8,23 @@ import numpy as np
 import torch
 
 from models import fmnist
+from models.fmnist import DatasetError
 from models.imagefolder import load_folder
 
 
 def input_shape(model: torch.nn.Module) -> tuple[int, int, int]:
-    pe = model.patch_embed
-    size = pe.img_size if isinstance(pe.img_size, (tuple, list)) else (pe.img_size, pe.img_size)
-    return (pe.proj.in_channels, int(size[0]), int(size[1]))
+    """(C, H, W) the model takes: from its patch embedding (ViT, DeiT, Swin; our Fashion-MNIST models), else from
+    timm's ``pretrained_cfg`` (any other timm architecture)."""
+    pe = getattr(model, "patch_embed", None)
+    if pe is not None and hasattr(pe, "img_size") and hasattr(pe, "proj"):
+        size = pe.img_size if isinstance(pe.img_size, (tuple, list)) else (pe.img_size, pe.img_size)
+        return (pe.proj.in_channels, int(size[0]), int(size[1]))
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if "input_size" in cfg:
+        c, h, w = cfg["input_size"]
+        return (int(c), int(h), int(w))
+    raise DatasetError(f"cannot tell the input size of {type(model).__name__}: it has no patch embedding and no "
+                       "timm pretrained_cfg")
 
 
 def random_images(model: torch.nn.Module, n: int, seed: int = 0) -> np.ndarray:
@@ -39,7 +49,7 @@ def eval_data(spec: str, model: torch.nn.Module, limit: int | None = None, root:
 def calibration_data(spec: str, model: torch.nn.Module, n: int, seed: int = 0, root: str | None = None) -> torch.Tensor:
     """``n`` training images, a seeded random subset (never test images)."""
     if n <= 0:
-        raise ValueError(f"calibration needs at least one image, got {n}")
+        raise DatasetError(f"calibration needs at least one image, got {n}")
     if spec == "fmnist":
         images, _ = fmnist.load_split("train", root)
         pick = np.sort(np.random.default_rng(seed).choice(len(images), size=min(n, len(images)), replace=False))

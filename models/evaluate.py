@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
+
+from models.progress import progress as show
 
 
 @torch.no_grad()
@@ -11,7 +12,7 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, p
     """Arg-max class of every image (float32 [n, c, h, w])."""
     model.eval()
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="eval", unit="batch", disable=not progress, leave=False):
+    for start in show(range(0, len(images), batch_size), "eval", "batch", progress):
         out.append(model(torch.from_numpy(images[start:start + batch_size])).argmax(1).numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 

@@ -51,6 +51,13 @@ def list_models(pattern: str = "*", include_timm: bool = False) -> list[str]:
     return names
 
 
+class UnknownModel(KeyError):
+    """A model name that is neither a vitsim model nor a timm architecture (a user error)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def model_entry(name: str) -> ModelEntry:
     """The registry entry for ``name``; a timm architecture gets an ImageNet entry with random weights."""
     if name in _REGISTRY:
@@ -58,7 +65,7 @@ def model_entry(name: str) -> ModelEntry:
     timm = import_timm()
     if name not in timm.list_models():
         close = [n for n in list_models(include_timm=True) if name.split("_")[0] in n][:8]
-        raise KeyError(f"unknown model {name!r}; vitsim models: {list_models()}; similar timm names: {close}")
+        raise UnknownModel(f"unknown model {name!r}; vitsim models: {list_models()}; similar timm names: {close}")
     return ModelEntry(name, lambda: timm.create_model(name, pretrained=False), "imagenet")
 
 

@@ -9,12 +9,12 @@ logit-error search needs are both at hand.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import torch
-from tqdm import tqdm
 
+from models.progress import progress as show
 from quant.fakequant import ActQuant
 from quant.graph.capture import Captured, capture
 from quant.observers import Observer
@@ -54,7 +54,7 @@ def observe(qg: QuantGraph, images: torch.Tensor, progress: bool = False) -> dic
     for site in qg.sites.values():
         site.observer = record
     try:
-        for batch in tqdm(list(batches(images)), desc="calibrate", unit="batch", disable=not progress, leave=False):
+        for batch in show(list(batches(images)), "calibrate", "batch", progress):
             qg(batch.float())
     finally:
         for site in qg.sites.values():
@@ -71,6 +71,7 @@ class Calibration:
     observers: dict[str, Observer]
     method: object
     images: int
+    memo: dict[tuple[str, str, int], Any] = field(default_factory=dict)  # scale choices by (kind, site, bits)
 
     def layers(self) -> dict[str, str]:
         return gemm_layers(self.captured)
@@ -80,7 +81,7 @@ class Calibration:
         from quant.formats import assign_formats
 
         qg = QuantGraph.build(self.captured, bits, self.method.softmax_log2_bits)
-        assign_formats(qg, self.observers, self.method)
+        assign_formats(qg, self.observers, self.method, self.memo)
         qg.set_mode("quant")
         return qg
 

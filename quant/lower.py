@@ -453,6 +453,30 @@ def _scale(lw: Lowering, node: fx.Node) -> Val:
     return replace(v, scale=v.scale * factor)
 
 
+@emitter("sum")
+@emitter("mean")
+def _reduce(lw: Lowering, node: fx.Node) -> Val:
+    """A sum over per-sample axes (ReduceSum); a mean's 1/N stays in the accumulator's scale."""
+    v = lw.vals[node.args[0]]
+    src = node.args[0]
+    dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    if dims is None or node.kwargs.get("keepdim", False):
+        raise QuantError(f"{node.meta['path']}: only a reduction over given axes without keepdim can be lowered")
+    dims = dims if isinstance(dims, (tuple, list)) else [dims]
+    axes = sorted(_sample_axis(src, int(d)) for d in dims)
+    shape_in = lw.shape(src)
+    vec, axis = _per_axis(np.broadcast_to(v.scale, shape_in))
+    if axis in axes or v.zero_point or v.acc:
+        raise QuantError(f"{node.meta['path']}: reduces over a scale axis, a zero point or an accumulator")
+    count = int(np.prod([shape_in[a] for a in axes])) if node.meta["kind"] == "mean" else 1
+    scale = np.broadcast_to(v.scale, shape_in)
+    for a in reversed(axes):
+        scale = scale.take(0, axis=a)
+    scale = np.broadcast_to(scale / count, lw.shape(node)).copy()
+    out = lw.op("ReduceSum", node.meta["path"], [v.name], ACC_BITS, True, scale, attrs={"axes": axes})
+    return Val(out, scale, ACC_BITS, True, acc=True)
+
+
 @emitter("layout")
 def _layout(lw: Lowering, node: fx.Node) -> Val:
     srcs = [a for a in node.all_input_nodes if a in lw.vals]
@@ -486,13 +510,21 @@ def _layout(lw: Lowering, node: fx.Node) -> Val:
         return replace(v, name=out, scale=scale)
     if label == "getitem":
         return _index(lw, node, src, v, name, scale)
-    if src.meta.get("bdim") != node.meta.get("bdim") and shape_in != shape_out:
-        raise QuantError(f"{node.meta['path']}: {label} moves the batch axis")
+    if shape_in != shape_out and not (_batch_outermost(src) and _batch_outermost(node)):
+        raise QuantError(f"{node.meta['path']}: {label} with the batch inside its value (the program's per-sample "
+                         "reshape would mix samples)")
     if shape_in == shape_out:
         return replace(v, scale=scale)
     out = lw.op("Reshape", name, [v.name], v.bits, v.signed, scale, attrs={"shape": list(shape_out)},
                 zero_point=v.zero_point)
     return replace(v, name=out, scale=scale)
+
+
+def _batch_outermost(node: fx.Node) -> bool:
+    """True when the batch is the outermost factor of ``node``'s flat element order (all axes before it have size 1),
+    so that a per-sample reshape equals the batched one."""
+    bdim = node.meta.get("bdim")
+    return bdim is None or int(np.prod(node.meta["value1"].shape[:bdim])) == 1
 
 
 def _sample_perm(node: fx.Node, src: fx.Node) -> list[int]:
@@ -505,9 +537,7 @@ def _sample_perm(node: fx.Node, src: fx.Node) -> list[int]:
     else:
         perm = [int(p) % nd for p in (args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args)]
     bdim = src.meta.get("bdim")
-    if bdim is None or not _batch_share(src):
-        if perm[0] != 0:
-            raise QuantError(f"{node.meta['path']}: a permutation that moves the merged batch axis")
+    if bdim is None or not _batch_share(src):  # a constant, or the batch merged into an axis (B * nW): it keeps nW
         return perm
     keep = [p for p in perm if p != bdim]
     return [p - (1 if p > bdim else 0) for p in keep]
@@ -565,12 +595,13 @@ def _cat(lw: Lowering, node: fx.Node, name: str) -> Val:
         part = target.take(range(offset, offset + n), axis=axis)
         offset += n
         if v.const is not None:
-            v = lw.quantize_const(f"{name}.{len(names)}", v.const.reshape(part.shape), part, site.bits, site.signed)
-        elif not _same(v.scale, part, part.shape):
-            raise QuantError(f"{node.meta['path']}: concatenated tensors on different grids")
+            v = lw.quantize_const(f"{name}.{len(names)}", v.const.reshape(part.shape), part, site.bits, site.signed,
+                                  site.zero_point)
+        elif v.acc or v.bits != site.bits or v.signed != site.signed or v.zero_point or not _same(v.scale, part, part.shape):
+            v = lw.requant(f"{name}.{len(names)}.requant", v, part, site.bits, site.signed, site.zero_point)
         names.append(v.name)
-    out = lw.op("Concat", name, names, site.bits, site.signed, target, attrs={"axis": axis})
-    return Val(out, target, site.bits, site.signed)
+    out = lw.op("Concat", name, names, site.bits, site.signed, target, attrs={"axis": axis}, zero_point=site.zero_point)
+    return Val(out, target, site.bits, site.signed, site.zero_point)
 
 
 def lower(qg: QuantGraph, name: str, metadata: dict[str, Any]) -> Program:

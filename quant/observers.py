@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from quant.parts import QuantError, fake_quant
+from quant.parts import QuantError
 
 SAMPLE_ROWS = 4096
 
@@ -54,13 +54,3 @@ class Observer:
         if len(rows) > SAMPLE_ROWS:
             rows = rows[torch.randperm(len(rows), generator=self._gen)[:SAMPLE_ROWS]]
         return rows
-
-    def percentile(self, q: float) -> torch.Tensor:
-        """The q-quantile (0 < q <= 1) of |x| over the kept sample."""
-        return torch.quantile(self.sample().abs().flatten().float(), q).double()
-
-
-def mse_best_scale(x: torch.Tensor, candidates: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
-    """The candidate scale (per tensor) with the smallest quantization MSE of ``x``."""
-    errors = torch.stack([((fake_quant(x, s, bits, signed) - x) ** 2).mean() for s in candidates.double()])
-    return candidates[int(torch.argmin(errors))]

@@ -48,14 +48,6 @@ def absmax_scale(absmax: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
     return torch.clamp(absmax.double(), min=1e-12) / qmax
 
 
-def asymmetric_params(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, zero point) of an unsigned asymmetric quantizer covering [lo, hi] (which is widened to contain 0)."""
-    lo, hi = torch.clamp(lo.double(), max=0.0), torch.clamp(hi.double(), min=0.0)
-    qmax = (1 << bits) - 1
-    scale = torch.clamp(hi - lo, min=1e-12) / qmax
-    return scale, torch.clamp(round_half_up(-lo / scale), 0, qmax)
-
-
 def pot_floor_exp(scale: torch.Tensor) -> torch.Tensor:
     """floor(log2 scale) as integers: the base of P^2-ViT's adaptive rounding window."""
     return torch.floor(torch.log2(scale.double())).long()

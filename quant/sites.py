@@ -7,7 +7,8 @@
   ``blocks.3.attn.matmul_qk.a`` / ``.b``), with a role from the producer: ``ptf`` after a LayerNorm, ``skewed``
   after GELU, ``softmax`` after softmax, ``head`` for MatMul operands, else ``tensor``;
 - puts a 16-bit ``internal`` site after every Add (the residual stream) with ``AlignQuant`` on its inputs, on the
-  graph output, and on the input of softmax, GELU and LayerNorm where that input is a raw accumulator;
+  graph output, and on the input of softmax, GELU and LayerNorm where that input has no grid yet (a raw
+  accumulator, a sum, a concatenation);
 - wires each nonlinear module to the sites around it (its input grid, the grid it produces).
 Sites are addressed by these names in mixed-precision maps, reports and ``vitsim verify``. The bit-width of a GEMM's
 operand sites is the GEMM's ``abits``; its weights take ``wbits`` (quant.mixed_precision resolves both by name).
@@ -201,12 +202,9 @@ class QuantGraph(torch.nn.Module):
             if src.meta.get("kind") in ("site", "align"):
                 in_site = gm.get_submodule(src.target)
                 in_site = in_site.leader[0] if isinstance(in_site, AlignQuant) else in_site
-            elif src.meta.get("kind") in GEMM_KINDS + ("mean",):
+            else:  # an accumulator, a sum, or a concatenation (class token beside patches): give it a 16-bit grid
                 in_site = site_on_edge(node, node.args[0], f"{name}.in", "internal", INTERNAL_BITS,
                                        max_exp=0 if kind != "layernorm" else None)
-            else:
-                raise QuantError(f"{name}: its input comes from {src.meta.get('kind')} {src.meta.get('path')}, "
-                                 "which has no integer grid")
             if kind in ("softmax", "gelu") and in_site.max_exp is None:
                 in_site.max_exp = 0
             module.in_site.append(in_site)

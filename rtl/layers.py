@@ -38,6 +38,10 @@ class GemmJob:
         return self.a.shape[0], self.a.shape[1], self.b.shape[0]
 
 
+class RtlUnsupported(ValueError):
+    """A program that the RTL units do not implement (dyadic requantization, uniform softmax, ...): a user error."""
+
+
 def _consumer(program: Program, tensor: str) -> Op:
     for op in program.ops:
         if tensor in op.inputs:
@@ -47,7 +51,7 @@ def _consumer(program: Program, tensor: str) -> Op:
 
 def _requant_params(program: Program, rq: Op, n: int, head: int | None) -> tuple[np.ndarray, int, int]:
     if rq.kind != "Requant" or rq.attrs.get("mode", "shift") != "shift":
-        raise ValueError(f"{rq.name}: the RTL requantizer implements shift requantization only (got {rq.kind} "
+        raise RtlUnsupported(f"{rq.name}: the RTL requantizer implements shift requantization only (got {rq.kind} "
                          f"{rq.attrs.get('mode')}); export with a power-of-two method such as p2vit")
     shift = program.constants[rq.params["shift"]].astype(np.int64)
     if head is not None and shift.size > 1:
@@ -55,10 +59,10 @@ def _requant_params(program: Program, rq: Op, n: int, head: int | None) -> tuple
     elif shift.size == 1:
         shift = np.full(n, int(shift[0]))
     if shift.min() < SHIFT_RANGE[0] or shift.max() > SHIFT_RANGE[1]:
-        raise ValueError(f"{rq.name}: shifts {shift.min()}..{shift.max()} outside the RTL's {SHIFT_RANGE}")
+        raise RtlUnsupported(f"{rq.name}: shifts {shift.min()}..{shift.max()} outside the RTL's {SHIFT_RANGE}")
     spec = program.tensors[rq.outputs[0]]
     if spec.zero_point:
-        raise ValueError(f"{rq.name}: output zero point {spec.zero_point}; the RTL requantizer adds none")
+        raise RtlUnsupported(f"{rq.name}: output zero point {spec.zero_point}; the RTL requantizer adds none")
     return shift, spec.qmin, spec.qmax
 
 
@@ -113,7 +117,7 @@ def softmax_job(program: Program, trace: dict[str, np.ndarray], block: int, imag
     op = program.op(f"blocks.{block}.attn.softmax")
     out = program.tensors[op.outputs[0]]
     if not op.attrs.get("log2", False) or out.bits != 4:
-        raise ValueError(f"{op.name}: the RTL softmax unit produces 4-bit log2 codes (P^2-ViT); this program's softmax "
+        raise RtlUnsupported(f"{op.name}: the RTL softmax unit produces 4-bit log2 codes (P^2-ViT); this program's softmax "
                          f"is {'log2' if op.attrs.get('log2') else 'uniform'} {out.bits}-bit")
     x = trace[op.inputs[0]][image]
     return SoftmaxJob(op.name, x.reshape(-1, x.shape[-1]), int(op.attrs["frac_bits"]),

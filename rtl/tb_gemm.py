@@ -16,7 +16,7 @@ import numpy as np
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from hwsim.cost.cycles import gemm_tile_cycles, gemm_tiles
 
@@ -75,15 +75,6 @@ class GemmTB:
         d.mode.value, d.m_total.value, d.n_total.value, d.k_total.value = job["mode"], m, n, k
         d.qmin.value, d.qmax.value = job["qmin"], job["qmax"]
         await self.pulse("load")
-
-    async def run_tile(self, m0: int, n0: int) -> int:
-        self.dut.m0.value, self.dut.n0.value = m0, n0
-        await self.pulse("start")
-        await RisingEdge(self.dut.done)
-        await ReadOnly()
-        cycles = int(self.dut.cycles.value)
-        await RisingEdge(self.dut.clk)
-        return cycles
 
     async def run_layer(self) -> None:
         """Every tile of the loaded layer, sequenced by the engine itself (no testbench work per tile)."""

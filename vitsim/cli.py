@@ -198,20 +198,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from hwsim.arch import ConfigError
+    from hwsim.executor import InputMismatch
     from hwsim.ir import ProgramError
     from models.checkpoint import CheckpointError
     from models.fmnist import DatasetError
     from models.imagefolder import FolderError
+    from models.registry import UnknownModel
     from quant.parts import QuantError
-
+    from rtl.layers import RtlUnsupported
     from rtl.runner import SimulatorMissing
+    from vitsim.verify import VerifyError
+
+    user_errors = (ProgramError, CheckpointError, DatasetError, FolderError, QuantError, UnknownModel, ConfigError,
+                   InputMismatch, RtlUnsupported, VerifyError, SimulatorMissing, FileNotFoundError)
 
     try:
         return args.func(args)
-    except (ProgramError, CheckpointError, DatasetError, FolderError, QuantError, KeyError, ValueError, FileNotFoundError,
-            SimulatorMissing) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"vitsim {args.command}: error: {message}", file=sys.stderr)
+    except user_errors as err:  # only validated user errors exit 2; anything else is a bug and keeps its traceback
+        print(f"vitsim {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from hwsim import executor
 from hwsim.ir import Program, load, save
 from hwsim.ir.serialize import program_digest
-from models.data import calibration_data, eval_data, input_shape
+from models.data import calibration_data, eval_data
 from models.evaluate import predict as torch_predict
+from models.progress import progress as show
 from models.registry import create_model, model_entry
 from quant.build import QuantModel, default_map, quantize_model
 from quant.methods import get_method
@@ -41,7 +41,7 @@ def int_predict(program: Program, images: np.ndarray, batch_size: int = 100, pro
     """Integer-simulator classes, saturation counts per op, and images per second."""
     preds, saturations = [], {}
     start = time.perf_counter()
-    for i in tqdm(range(0, len(images), batch_size), desc="hwsim", unit="batch", disable=not progress, leave=False):
+    for i in show(range(0, len(images), batch_size), "hwsim", "batch", progress):
         res = executor.run(program, executor.quantize_input(program, images[i:i + batch_size]))
         preds.append(res.logits.reshape(len(res.logits), -1).argmax(1))
         for k, v in res.saturations.items():

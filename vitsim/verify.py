@@ -20,6 +20,10 @@ UNIT_KINDS = ("softmax", "norm1", "norm2")
 LAYERS = GEMM_KINDS + UNIT_KINDS
 
 
+
+class VerifyError(ValueError):
+    """A layer or block the program does not have (a user error)."""
+
 def job_energy_pj(job: GemmJob, rows: int, cols: int) -> float:
     table = load_config().energy
     m, k, n = job.shape
@@ -45,10 +49,10 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
     program = load(path)
     kinds = LAYERS if layer == "all" else (layer,)
     if layer != "all" and layer not in LAYERS:
-        raise ValueError(f"unknown layer {layer!r}; choose one of {LAYERS} or 'all'")
+        raise VerifyError(f"unknown layer {layer!r}; choose one of {LAYERS} or 'all'")
     n_blocks = len({op.name.split(".")[1] for op in program.ops if op.name.startswith("blocks.")})
     if not 0 <= block < n_blocks:
-        raise ValueError(f"block {block} out of range: the program has {n_blocks} blocks")
+        raise VerifyError(f"block {block} out of range: the program has {n_blocks} blocks")
     trace = run(program, _input(program, program.metadata.get("recipe")), trace=True).trace
     start = time.perf_counter()
     layers = []

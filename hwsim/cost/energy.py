@@ -7,7 +7,7 @@ accumulator bias adds, requant shifts and output writes, in 64-bit SRAM words.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from hwsim.arch import EnergyTable
 from hwsim.cost.cycles import MODE_LOG2
@@ -48,7 +48,3 @@ def tile_energy_pj(act: TileActivity, table: EnergyTable) -> dict[str, float]:
     }
     parts["total"] = sum(parts.values())
     return parts
-
-
-def activity_dict(act: TileActivity) -> dict:
-    return asdict(act)

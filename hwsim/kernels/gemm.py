@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from hwsim.kernels.gemm_tiled import COLS, ROWS, gemm_i32_tiled
+from hwsim.kernels.requant import clamp
 
 INT32_MAX = 2**31 - 1
 
@@ -93,12 +94,8 @@ def _add_bias_saturate(acc: np.ndarray, bias: np.ndarray, lo: int, hi: int, out:
                 v = np.int64(acc[g, i, j])
                 if has_bias:
                     v += bias[j]
-                if v > hi:
-                    v = hi
-                    saturated += 1
-                elif v < lo:
-                    v = lo
-                    saturated += 1
+                v, hit = clamp(v, lo, hi)
+                saturated += hit
                 out[g, i, j] = v
     return saturated
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from hwsim.kernels.requant import rshift_round
+from hwsim.kernels.requant import clamp, rshift_round
 
 NORM_BITS = 31
 
@@ -61,11 +61,7 @@ def layernorm_int(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, shift: np.
         k = (np.int64(1) << NORM_BITS) // std
         for j in range(c):
             v = rshift_round(y[j] * k * gamma[j] + beta[j], shift[j])
-            if v > qmax:
-                v = qmax
-                saturated += 1
-            elif v < qmin:
-                v = qmin
-                saturated += 1
+            v, hit = clamp(v, qmin, qmax)
+            saturated += hit
             out[r, j] = v
     return saturated

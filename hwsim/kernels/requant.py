@@ -19,6 +19,16 @@ def rshift_round(x: int, s: int) -> int:
     return x << (-s)
 
 
+@njit(cache=True, inline="always")
+def clamp(v: int, lo: int, hi: int) -> tuple[int, int]:
+    """(v clamped to [lo, hi], 1 if it was clamped else 0): every kernel counts its saturations."""
+    if v > hi:
+        return hi, 1
+    if v < lo:
+        return lo, 1
+    return v, 0
+
+
 @njit(cache=True, parallel=True)
 def requant_shift(x: np.ndarray, shift: np.ndarray, qmin: int, qmax: int, out: np.ndarray, along_rows: bool = False) -> int:
     """out[r, c] = clamp(rshift_round(x[r, c], shift[c or 0])); returns the saturation count.
@@ -33,12 +43,8 @@ def requant_shift(x: np.ndarray, shift: np.ndarray, qmin: int, qmax: int, out: n
         for c in range(cols):
             s = shift[r] if along_rows else (shift[c] if per_channel else shift[0])
             v = rshift_round(np.int64(x[r, c]), s)
-            if v > qmax:
-                v = qmax
-                saturated += 1
-            elif v < qmin:
-                v = qmin
-                saturated += 1
+            v, hit = clamp(v, qmin, qmax)
+            saturated += hit
             out[r, c] = v
     return saturated
 
@@ -55,12 +61,8 @@ def requant_dyadic(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, qmi
             m = multiplier[c] if per_channel else multiplier[0]
             s = shift[c] if per_channel else shift[0]
             v = (np.int64(x[r, c]) * m + (np.int64(1) << (s - 1))) >> s
-            if v > qmax:
-                v = qmax
-                saturated += 1
-            elif v < qmin:
-                v = qmin
-                saturated += 1
+            v, hit = clamp(v, qmin, qmax)
+            saturated += hit
             out[r, c] = v
     return saturated
 
@@ -75,11 +77,7 @@ def add_aligned(a: np.ndarray, b: np.ndarray, shift_a: int, shift_b: int, qmin: 
     fo = out.ravel()
     for i in prange(fa.shape[0]):
         v = rshift_round(np.int64(fa[i]), shift_a) + rshift_round(np.int64(fb[i]), shift_b)
-        if v > qmax:
-            v = qmax
-            saturated += 1
-        elif v < qmin:
-            v = qmin
-            saturated += 1
+        v, hit = clamp(v, qmin, qmax)
+        saturated += hit
         fo[i] = v
     return saturated

@@ -1,8 +1,11 @@
-"""Registry of integer op kinds: each kind has a shape/attribute checker and a numpy/numba implementation.
+"""Registry of integer op kinds: each kind has a shape/attribute checker, a numpy/numba implementation and an
+independent int64 reference.
 
-New ops (Swin window ops, BN-folded convs, ...) register here without touching the executor. ``check`` receives the
-per-sample input shapes and returns the per-sample output shapes, raising ``ValueError`` for inconsistent attributes or
-constants; ``run`` receives batched integer arrays and returns the outputs plus the number of saturated values.
+New ops (Swin window ops, BN-folded convs, ...) register here; the executor, the reference executor and program
+validation find them by name, with no list of kinds anywhere else. ``check`` receives the per-sample input shapes and
+returns the per-sample output shapes, raising ``ValueError`` for inconsistent attributes or constants; ``run`` receives
+batched integer arrays and returns the outputs plus the number of saturated values; ``reference`` receives the same
+arrays as int64 and returns the first output, computed the obvious way with hwsim.reference.ops (slow by design).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from hwsim.ir.schema import Op, Program
 
 CheckFn = Callable[[Op, Program, list[tuple[int, ...]]], list[tuple[int, ...]]]
 RunFn = Callable[[Op, Program, list[np.ndarray]], tuple[list[np.ndarray], int]]
+ReferenceFn = Callable[[Op, Program, list[np.ndarray]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -22,18 +26,19 @@ class OpKind:
     name: str
     check: CheckFn
     run: RunFn
+    reference: ReferenceFn
 
 
 OPS: dict[str, OpKind] = {}
 
 
-def register_op(name: str, check: CheckFn) -> Callable[[RunFn], RunFn]:
-    """Decorator registering ``run`` (and its ``check``) as op kind ``name``."""
+def register_op(name: str, check: CheckFn, reference: ReferenceFn) -> Callable[[RunFn], RunFn]:
+    """Decorator registering ``run`` (with its ``check`` and int64 ``reference``) as op kind ``name``."""
 
     def wrap(run: RunFn) -> RunFn:
         if name in OPS:
             raise ValueError(f"op kind {name!r} registered twice")
-        OPS[name] = OpKind(name, check, run)
+        OPS[name] = OpKind(name, check, run, reference)
         return run
 
     return wrap
@@ -56,6 +61,15 @@ def param_shape(op: Op, program: Program, role: str, required: bool = True) -> t
 def out_range(op: Op, program: Program, index: int = 0) -> tuple[int, int]:
     spec = program.tensors[op.outputs[index]]
     return spec.qmin, spec.qmax
+
+
+def per_channel_view(values: np.ndarray, x: np.ndarray, axis: int) -> np.ndarray:
+    """A per-channel vector broadcastable along per-sample ``axis`` of batched ``x`` (a scalar when of length 1)."""
+    if values.size == 1:
+        return values.reshape(())
+    shape = [1] * x.ndim
+    shape[axis % (x.ndim - 1) + 1] = -1
+    return values.reshape(shape)
 
 
 def channel_vector(values: np.ndarray | None, n: int) -> np.ndarray:

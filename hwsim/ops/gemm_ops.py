@@ -12,6 +12,7 @@ import numpy as np
 from hwsim.ir.schema import Op, Program
 from hwsim.kernels.gemm import PackedB, gemm, pack_b
 from hwsim.ops._registry import need, param_shape, register_op
+from hwsim.reference import ops as R
 
 
 def _acc_bits(op: Op) -> int:
@@ -37,14 +38,24 @@ def check_linear(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> lis
 
 
 def _check_operand_widths(op: Op, program: Program, names: list[str], shift: str | None = None) -> None:
-    """GEMM operands travel as int16 (hwsim.kernels.gemm): operand bits plus any PTF shift must fit."""
+    """GEMM operands travel as int16 (hwsim.kernels.gemm): operand bits plus any PTF shift, plus a sign bit for an
+    unsigned operand, must fit in 16 signed bits."""
     extra = int(program.constants[shift].max()) if shift is not None and program.constants[shift].size else 0
     for i, name in enumerate(names):
-        bits = program.tensors[name].bits + (extra if i == 0 else 0)
-        need(bits <= 16, f"operand {name!r} is {bits} bits wide; GEMM operands are limited to 16 bits")
+        spec = program.tensors[name]
+        bits = spec.bits + (extra if i == 0 else 0) + (0 if spec.signed else 1)
+        need(bits <= 16, f"operand {name!r} needs {bits} signed bits; GEMM operands are limited to int16")
 
 
-@register_op("Linear", check_linear)
+def reference_linear(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
+    x = args[0]
+    if "input_shift" in op.params:
+        x = x * (np.int64(1) << program.param(op, "input_shift"))
+    acc = R.matmul(x, program.param(op, "weight"), program.param(op, "bias"))
+    return R.saturate(acc, _acc_bits(op), True)[0]
+
+
+@register_op("Linear", check_linear, reference_linear)
 def run_linear(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     w = packed_weight(program, op)
@@ -79,7 +90,13 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad: int) -> np.ndarray
     return view[:, :, :ho, :wo].transpose(0, 2, 3, 1, 4, 5).reshape(b, ho * wo, c * kh * kw)
 
 
-@register_op("Conv2d", check_conv)
+def reference_conv(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
+    acc = R.conv2d(args[0], program.param(op, "weight"), program.param(op, "bias"), int(op.attrs.get("stride", 1)),
+                   int(op.attrs.get("padding", 0)))
+    return R.saturate(acc, _acc_bits(op), True)[0]
+
+
+@register_op("Conv2d", check_conv, reference_conv)
 def run_conv(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     o, _, kh, kw = program.constants[op.params["weight"]].shape
@@ -109,7 +126,15 @@ def decode_log2(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.where(codes > top, 0, np.left_shift(1, np.clip(top - codes, 0, top))).astype(np.int16)
 
 
-@register_op("MatMul", check_matmul)
+def reference_matmul(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
+    lhs, rhs = args
+    if op.attrs.get("a_log2_bits", 0):
+        lhs = R.log2_decode(lhs, int(op.attrs["a_log2_bits"]))
+    rhs = rhs if op.attrs.get("transpose_b", False) else np.swapaxes(rhs, -1, -2)
+    return R.saturate(R.matmul(lhs, rhs), _acc_bits(op), True)[0]
+
+
+@register_op("MatMul", check_matmul, reference_matmul)
 def run_matmul(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     a, b = inputs
     log_bits = int(op.attrs.get("a_log2_bits", 0))

@@ -8,6 +8,7 @@ from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.layernorm import layernorm_int
 from hwsim.kernels.softmax import softmax_int
 from hwsim.ops._registry import need, out_range, param_shape, register_op
+from hwsim.reference import ops as R
 
 
 def _rows(x: np.ndarray) -> np.ndarray:
@@ -25,7 +26,12 @@ def check_softmax(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> li
     return [shapes[0]]
 
 
-@register_op("Softmax", check_softmax)
+def reference_softmax(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
+    return R.softmax(args[0], int(op.attrs["frac_bits"]), program.tensors[op.outputs[0]].bits,
+                     bool(op.attrs.get("log2", False)))
+
+
+@register_op("Softmax", check_softmax, reference_softmax)
 def run_softmax(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     out = np.empty(x.shape, dtype=np.int32)
@@ -42,7 +48,12 @@ def check_layernorm(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> 
     return [x]
 
 
-@register_op("LayerNorm", check_layernorm)
+def reference_layernorm(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
+    return R.layernorm(args[0], program.param(op, "gamma"), program.param(op, "beta"), program.param(op, "shift"),
+                       program.tensors[op.outputs[0]].bits)
+
+
+@register_op("LayerNorm", check_layernorm, reference_layernorm)
 def run_layernorm(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     out = np.empty(x.shape, dtype=np.int32)
@@ -61,7 +72,11 @@ def check_gelu(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[
 GELU_TABLE_MAX_BITS = 16
 
 
-@register_op("GELU", check_gelu)
+def reference_gelu(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
+    return R.gelu(args[0], int(op.attrs["frac_bits"]), int(op.attrs.get("sig_bits", 8)))
+
+
+@register_op("GELU", check_gelu, reference_gelu)
 def run_gelu(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     frac_bits, sig_bits = int(op.attrs["frac_bits"]), int(op.attrs.get("sig_bits", 8))

@@ -10,7 +10,8 @@ import numpy as np
 
 from hwsim.ir.schema import Op, Program
 from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift
-from hwsim.ops._registry import channel_vector, need, out_range, param_shape, register_op
+from hwsim.ops._registry import channel_vector, need, out_range, param_shape, per_channel_view, register_op
+from hwsim.reference import ops as R
 
 
 def check_requant(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -28,7 +29,18 @@ def check_requant(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> li
     return [x]
 
 
-@register_op("Requant", check_requant)
+def reference_requant(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
+    (x,) = args
+    out = program.tensors[op.outputs[0]]
+    axis = int(op.attrs.get("axis", -1))
+    shift = per_channel_view(program.param(op, "shift"), x, axis)
+    if op.attrs.get("mode", "shift") == "dyadic":
+        return R.requant_dyadic(x, per_channel_view(program.param(op, "multiplier"), x, axis), shift, out.bits,
+                                out.signed, out.zero_point)
+    return R.requant_shift(x, shift, out.bits, out.signed, out.zero_point)
+
+
+@register_op("Requant", check_requant, reference_requant)
 def run_requant(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     axis = int(op.attrs.get("axis", -1)) % (x.ndim - 1) + 1  # per-sample axis -> batched axis
@@ -70,7 +82,12 @@ def check_add(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[t
     return [out]
 
 
-@register_op("Add", check_add)
+def reference_add(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
+    a, b = np.broadcast_arrays(*args)
+    return R.add(a, b, int(op.attrs.get("shift_a", 0)), int(op.attrs.get("shift_b", 0)), program.tensors[op.outputs[0]].bits)
+
+
+@register_op("Add", check_add, reference_add)
 def run_add(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     a, b = np.broadcast_arrays(*inputs)
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)

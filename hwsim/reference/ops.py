@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import math
 
-from fractions import Fraction
-
 import numpy as np
 
 I64 = np.int64
@@ -42,62 +40,55 @@ def matmul(a: np.ndarray, b_nk: np.ndarray, bias: np.ndarray | None = None) -> n
     return acc if bias is None else acc + np.asarray(bias, I64)
 
 
-def _exp_fixed(d: int, f: int, F: int = 15) -> int:
-    """2^F * e^(d/2^f) for d <= 0 via I-ViT's shift approximation, in plain Python integers."""
+def _exp_fixed(d: np.ndarray, f: int, F: int = 15) -> np.ndarray:
+    """2^F * e^(d/2^f) for d <= 0 via I-ViT's shift approximation: d * log2(e) ~ d + d/2 - d/16 (floor divisions),
+    then 2^-q * (1 - r/2) for the integer part q and the fraction r of the negated exponent."""
+    d = np.asarray(d, I64)
     t = d + d // 2 - d // 16
     u = -t
-    q = u // (2**f)
-    if q > F:
-        return 0
-    r = u - q * 2**f
-    frac = (r * 2**F) // 2 ** (f + 1)
-    return (2**F - frac) // 2**q
+    q = u // (I64(1) << f)
+    r = u - q * (I64(1) << f)
+    frac = (r << F) // (I64(1) << (f + 1))
+    return np.where(q > F, 0, ((I64(1) << F) - frac) >> np.minimum(q, F))
 
 
 def softmax(x: np.ndarray, frac_bits: int, out_bits: int, log2_out: bool) -> np.ndarray:
-    out = np.zeros(x.shape, dtype=I64)
-    for idx in np.ndindex(x.shape[:-1]):
-        row = [int(v) for v in x[idx]]
-        m = max(row)
-        exps = [_exp_fixed(v - m, frac_bits) for v in row]
-        total = sum(exps)
-        for j, e in enumerate(exps):
-            if log2_out:
-                if e == 0:
-                    out[idx + (j,)] = 2**out_bits - 1
-                    continue
-                lg = max(k for k in range(64) if e * 2**k <= total)  # 2^-(lg+1) < e / total <= 2^-lg
-                code = lg + (1 if Fraction(total, e * 2**lg) >= Fraction(181, 128) else 0)  # round(log2(total / e)), sqrt(2) ~ 181/128
-                out[idx + (j,)] = min(code, 2**out_bits - 1)
-            else:
-                out[idx + (j,)] = (e * ((2**31 - 1) // total)) // 2 ** (31 - out_bits)
-    return out
+    x = np.asarray(x, I64)
+    e = _exp_fixed(x - x.max(-1, keepdims=True), frac_bits)
+    total = e.sum(-1, keepdims=True)
+    if not log2_out:
+        return (e * ((I64(2**31) - 1) // total)) >> (31 - out_bits)
+    top = I64(2**out_bits - 1)
+    safe = np.maximum(e, 1)
+    lg = np.zeros(e.shape, I64)  # the largest lg with e * 2^lg <= total: 2^-(lg+1) < e / total <= 2^-lg
+    for k in range(1, 64):
+        lg = np.where((safe << k) <= total, k, lg)
+        if not ((safe << k) <= total).any():
+            break
+    up = 128 * total >= 181 * (safe << lg)  # round(log2(total / e)) with sqrt(2) ~ 181/128
+    return np.where(e == 0, top, np.minimum(lg + up, top))
 
 
 def gelu(x: np.ndarray, frac_bits: int, sig_bits: int = 8) -> np.ndarray:
-    out = np.zeros(x.shape, dtype=I64)
-    for idx in np.ndindex(x.shape):
-        v = int(x[idx])
-        z = v + v // 2 + v // 8 + v // 16
-        e = _exp_fixed(-abs(z), frac_bits)
-        sp = 2 ** (15 + sig_bits) // (2**15 + e)
-        out[idx] = v * (sp if z >= 0 else 2**sig_bits - sp)
-    return out
+    """x * sigmoid(1.702 x) with 1.702 ~ 1 + 1/2 + 1/8 + 1/16 and the sigmoid from the shift exponent."""
+    v = np.asarray(x, I64)
+    z = v + v // 2 + v // 8 + v // 16
+    e = _exp_fixed(-np.abs(z), frac_bits)
+    sp = (I64(1) << (15 + sig_bits)) // ((I64(1) << 15) + e)
+    return v * np.where(z >= 0, sp, (I64(1) << sig_bits) - sp)
 
 
 def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, shift: np.ndarray, bits: int) -> np.ndarray:
+    """(x - mean) * (2^31 // isqrt(sum (x - mean)^2)) * gamma + beta, shifted per channel; mean rounded half up."""
     x = np.asarray(x, I64)
     c = x.shape[-1]
-    out = np.zeros(x.shape, dtype=I64)
-    for idx in np.ndindex(x.shape[:-1]):
-        row = [int(v) for v in x[idx]]
-        mu = (2 * sum(row) + c) // (2 * c)
-        y = [v - mu for v in row]
-        std = max(math.isqrt(sum(v * v for v in y)), 1)
-        k = 2**31 // std
-        acc = np.array([y[j] * k * int(gamma[j]) + int(beta[j]) for j in range(c)], dtype=I64)
-        out[idx] = saturate(round_shift(acc, np.asarray(shift, I64)), bits, True)[0]
-    return out
+    mu = (2 * x.sum(-1, keepdims=True) + c) // (2 * c)
+    y = x - mu
+    var = (y * y).sum(-1, keepdims=True)
+    std = np.vectorize(lambda v: max(math.isqrt(int(v)), 1), otypes=[np.int64])(var)
+    k = (I64(1) << 31) // std
+    acc = y * k * np.asarray(gamma, I64) + np.asarray(beta, I64)
+    return saturate(round_shift(acc, np.asarray(shift, I64)), bits, True)[0]
 
 
 def add(a: np.ndarray, b: np.ndarray, shift_a: int, shift_b: int, bits: int) -> np.ndarray:

@@ -4,10 +4,12 @@
 never touched) in which
 - timm's fused attention is off, so attention is explicit ``matmul -> softmax -> matmul`` (timm.layers.set_fused_attn);
 - every node carries ``meta["kind"]`` (the op vocabulary the quantizer and the lowering know: ``linear``, ``conv2d``,
-  ``matmul``, ``layernorm``, ``gelu``, ``softmax``, ``add``, ``scale`` (multiply by a number), ``mean``, ``layout``,
+  ``matmul``, ``layernorm``, ``gelu``, ``softmax``, ``add``, ``scale`` (multiply by a number), ``mean``, ``sum``, ``layout``,
   ``const``, ``input``, ``output``, ``meta`` for shape arithmetic) and ``meta["path"]``, a stable name built from the
   module path (``blocks.3.attn.qkv``, ``blocks.3.attn.matmul_qk``, ``blocks.3.add_1``);
-- identities (Dropout, Identity, DropPath in eval, mask helpers that return their input, contiguous) are removed;
+- identities (Dropout, Identity, DropPath in eval, mask helpers that return their input, contiguous, pad by zero)
+  are removed, and the re-parameterisations of quant.graph.reparam applied (attention scale, LayerScale, mean
+  pooling into the classifier);
 - sub-graphs that depend on no image (relative-position bias gathered from its table, Swin's attention mask, the class
   token expanded over the batch) are folded into constant buffers;
 - every value records its batch layout from two shape propagations (batch 1 and batch 2): ``meta["bdim"]`` is the axis
@@ -28,6 +30,7 @@ import torch
 import torch.fx as fx
 
 from models._timm import import_timm
+from quant.graph import reparam
 from quant.parts import QuantError
 
 LEAF_MODULES = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.LayerNorm, torch.nn.GELU, torch.nn.Softmax,
@@ -124,8 +127,8 @@ def _classify(n: fx.Node, gm: fx.GraphModule, values: dict[fx.Node, Any]) -> str
             return "layout"
         if target == "softmax":
             return "softmax"
-        if target == "mean":
-            return "mean"
+        if target in ("mean", "sum"):
+            return target
         if target in ("add", "mul", "matmul"):
             target = {"add": operator.add, "mul": operator.mul, "matmul": operator.matmul}[target]
     if target in (operator.matmul, torch.matmul):
@@ -137,6 +140,8 @@ def _classify(n: fx.Node, gm: fx.GraphModule, values: dict[fx.Node, Any]) -> str
         return "scale" if len(tensors) == 1 else "unknown"
     if target is torch.mean:
         return "mean"
+    if target is torch.sum:
+        return "sum"
     if target is torch.nn.functional.softmax:
         return "softmax"
     if target in _LAYOUT_FUNCTIONS:
@@ -154,8 +159,12 @@ def _module_path(n: fx.Node) -> str:
     return list(stack.values())[-1][0] if stack else ""
 
 
-def _remove_identities(gm: fx.GraphModule, values: dict[fx.Node, Any]) -> None:
-    """Drop nodes that return one of their inputs unchanged (Dropout/Identity in eval, contiguous, mask helpers)."""
+def _remove_identities(gm: fx.GraphModule, values: dict[fx.Node, Any], values2: dict[fx.Node, Any]) -> None:
+    """Drop nodes that return one of their inputs unchanged (Dropout/Identity in eval, contiguous, mask helpers, and
+    layout ops that change nothing at either batch size: Swin's pad by zero and crop to the full size)."""
+    for n in gm.graph.nodes:  # without the contiguous copies a view may no longer fit the strides
+        if n.op == "call_method" and n.target == "view":
+            n.target = "reshape"
     for n in list(gm.graph.nodes):
         if n.op in ("placeholder", "output", "get_attr"):
             continue
@@ -171,10 +180,18 @@ def _remove_identities(gm: fx.GraphModule, values: dict[fx.Node, Any]) -> None:
                 n.replace_all_uses_with(same[0])
                 gm.graph.erase_node(n)
                 continue
+        if not is_identity and _is_layout(n) and isinstance(n.args[0], fx.Node):
+            src = n.args[0]
+            is_identity = all(_is_tensor(vals.get(n)) and _is_tensor(vals.get(src)) and vals[n].shape == vals[src].shape
+                              and torch.equal(vals[n], vals[src]) for vals in (values, values2))
         if is_identity:
             n.replace_all_uses_with(n.args[0])
             gm.graph.erase_node(n)
     gm.graph.eliminate_dead_code()
+
+
+def _is_layout(n: fx.Node) -> bool:
+    return n.op == "call_method" and n.target in _LAYOUT_METHODS or n.op == "call_function" and n.target in _LAYOUT_FUNCTIONS
 
 
 def _data_dependent(gm: fx.GraphModule, values: dict[fx.Node, Any]) -> set[fx.Node]:
@@ -230,8 +247,6 @@ def _layouts(gm: fx.GraphModule, values: dict[fx.Node, Any], values2: dict[fx.No
             n.meta["bdim"], n.meta["per_sample"] = None, tuple(v1.shape)
             continue
         axis, share = _batch_axis(v1.shape, v2.shape)  # data, or a constant expanded over the batch
-        if share > 1 and axis != 0:
-            raise UnsupportedOp(f"node {n.name}: the batch is merged into axis {axis}, not the leading axis")
         n.meta["bdim"] = axis
         n.meta["per_sample"] = tuple(v1.shape) if share > 1 else tuple(s for i, s in enumerate(v1.shape) if i != axis)
 
@@ -246,7 +261,8 @@ def _name_nodes(gm: fx.GraphModule) -> None:
         elif kind in ("input", "output"):
             base = kind
         else:
-            label = {"matmul": "matmul", "add": "add", "softmax": "softmax", "mean": "mean", "scale": "mul"}.get(
+            label = {"matmul": "matmul", "add": "add", "softmax": "softmax", "mean": "mean", "sum": "sum",
+                     "scale": "mul"}.get(
                 kind, _op_label(n))
             if kind == "matmul":
                 label = _matmul_label(n)
@@ -272,23 +288,6 @@ def _matmul_label(n: fx.Node) -> str:
     return "matmul"
 
 
-def fold_attention_scale(model: torch.nn.Module) -> None:
-    """Fold the attention scale 1/sqrt(d) of every timm attention (a module with ``qkv`` and ``scale``) into the q
-    rows of its qkv projection, in place, so the logits leave the Q.K^T product already scaled."""
-    for m in model.modules():
-        qkv, scale = getattr(m, "qkv", None), getattr(m, "scale", None)
-        if not isinstance(qkv, torch.nn.Linear) or not isinstance(scale, float) or scale == 1.0:
-            continue
-        c = qkv.out_features // 3
-        with torch.no_grad():
-            qkv.weight[:c] *= scale
-            if qkv.bias is not None:
-                qkv.bias[:c] *= scale
-        m.scale = 1.0
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = False
-
-
 def capture(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Captured:
     """Trace a deep copy of ``model`` (eval mode, float32) for images of ``input_shape`` (C, H, W)."""
     import copy
@@ -299,7 +298,7 @@ def capture(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Captured:
     for m in model.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = False
-    fold_attention_scale(model)
+    reparam.fold_attention_scale(model)
     try:
         graph = _Tracer().trace(model, concrete_args=_concrete_args(model))
     except Exception as err:  # torch.fx raises many types; the user needs one line
@@ -310,8 +309,10 @@ def capture(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Captured:
     x1 = torch.randn((1, *input_shape), generator=gen)
     x2 = torch.randn((2, *input_shape), generator=gen)
     values, values2 = _record(gm, x1), _record(gm, x2)
-    _remove_identities(gm, values)
+    _remove_identities(gm, values, values2)
     _fold_constants(gm, values, values2)
+    reparam.fold_channel_scales(gm)
+    reparam.fold_mean_into_linear(gm, values)
     gm.recompile()
     values, values2 = _record(gm, x1), _record(gm, x2)
     for n in gm.graph.nodes:

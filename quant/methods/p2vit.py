@@ -20,6 +20,7 @@ Every requantization is therefore a shift (quant.scales.Requant picks "shift" wh
 from __future__ import annotations
 
 import torch
+import torch.fx as fx
 
 from quant.calibrate import batches
 from quant.graph.capture import Captured
@@ -33,13 +34,32 @@ SMOOTH_ALPHA_OTHER = 0.5
 PTF_LEVELS = 4  # k in 0..3
 
 
+def _channel_source(node: fx.Node) -> fx.Node:
+    """The producer of ``node``'s value through layout ops that keep the channel (last) axis whole and in place:
+    Swin's cyclic shift and window partition between norm1 and qkv move tokens, never channels."""
+    channels = node.meta["value1"].shape[-1]
+    while node.meta.get("kind") == "layout" and isinstance(node.args[0], fx.Node):
+        src = node.args[0]  # the data; further node arguments are shape arithmetic
+        if not isinstance(src.meta.get("value1"), torch.Tensor) or src.meta["value1"].shape[-1] != channels:
+            break
+        if node.target in ("permute", "transpose", torch.permute, torch.transpose):
+            nd = src.meta["value1"].dim()
+            axes = [a for a in node.args[1:] if isinstance(a, int)]
+            if (nd - 1) in [a % nd for a in axes] and not (node.target in ("permute", torch.permute)
+                                                            and [a % nd for a in axes][-1] == nd - 1):
+                break
+        node = src
+    return node
+
+
 def smoothing_pairs(captured: Captured) -> list[tuple[str, str, bool]]:
-    """(LayerNorm, Linear, feeds attention) for every LayerNorm read directly by one Linear and nothing else."""
+    """(LayerNorm, Linear, feeds attention) for every LayerNorm read by one Linear and nothing else, directly or
+    through token-moving layout ops."""
     from quant.sites import _users_through
 
     pairs = []
     for node in captured.nodes("linear"):
-        src = node.args[0]
+        src = _channel_source(node.args[0])
         if src.meta.get("kind") == "layernorm" and len(_users_through(src)) == 1:
             attention = any(u.meta.get("kind") == "matmul" for u in _users_through(node))
             pairs.append((src.target, node.target, attention))

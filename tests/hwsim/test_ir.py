@@ -100,12 +100,20 @@ def test_not_a_program_file(tmp_path):
     (lambda p: p.tensors.update(y=dataclasses.replace(p.tensors["y"], zero_point=200)), "outside"),
     (lambda p: p.tensors.update(acc=dataclasses.replace(p.tensors["acc"], zero_point=-3)), "needs a Requant producer"),
     (lambda p: p.tensors.update(x=dataclasses.replace(p.tensors["x"], zero_point=-3)), "needs a Requant producer"),
+    # an unsigned 16-bit operand would wrap in the int16 GEMM datapath; a signed one fits
+    (lambda p: p.tensors.update(x=dataclasses.replace(p.tensors["x"], bits=16, signed=False)), "17 signed bits"),
 ])
 def test_inconsistent_programs_are_named(breakage, message):
     p = tiny_program()
     breakage(p)
     with pytest.raises(ProgramError, match=message):
         validate(p)
+
+
+def test_a_signed_16_bit_gemm_operand_is_accepted():
+    p = tiny_program()
+    p.tensors["x"] = dataclasses.replace(p.tensors["x"], bits=16)
+    validate(p)
 
 
 def test_save_refuses_an_invalid_program_and_writes_nothing(tmp_path):

@@ -10,11 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from hwsim.ir import Op, Program, TensorSpec, validate
 from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.gemm import gemm, pack_b
 from hwsim.kernels.layernorm import isqrt, layernorm_int
+from hwsim.kernels.reduce import sum_rows
 from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift
 from hwsim.kernels.softmax import bit_length, log2_code, softmax_int
+from hwsim.ops import OPS
 from hwsim.ops.gemm_ops import decode_log2, im2col
 from hwsim.reference import ops as R
 
@@ -75,14 +78,13 @@ def test_requant_dyadic_by_hand():
 
 
 def test_gemm_exhaustive_4bit_pairs():
-    a = np.array(list(itertools.product(I4, I4)))  # every int4 pair: 256 rows
-    lhs = a[:, :1].reshape(1, 256, 1)
-    rhs = U4.reshape(1, 16, 1)  # and every uint4 right operand
-    out, sat = gemm(lhs, rhs)
-    assert sat == 0 and np.array_equal(out[0], a[:, :1] * U4[None, :])
-    signed = I4.reshape(1, 16, 1)
-    out, _ = gemm(signed, signed)
-    assert np.array_equal(out[0], np.outer(I4, I4))
+    # every pair of int4 (and uint4) values as a K = 2 row against every int4 pair as a column: all 65 536 two-term
+    # dot products, so the accumulation across K is covered, not one lane
+    pairs = np.array(list(itertools.product(I4, I4)))
+    upairs = np.array(list(itertools.product(U4, U4)))
+    for lhs in (pairs, upairs):
+        out, sat = gemm(lhs.reshape(1, 256, 2), pairs.reshape(1, 256, 2))
+        assert sat == 0 and np.array_equal(out[0], R.matmul(lhs, pairs))
 
 
 @settings(max_examples=60, deadline=None)
@@ -226,11 +228,16 @@ def test_layernorm_constant_row_is_beta():
 
 
 def test_add_aligned_exhaustive_4bit():
-    a, b = np.meshgrid(np.arange(-2**7, 2**7), np.arange(-2**7, 2**7))
-    for sa, sb in ((0, 0), (1, 0), (3, -1), (-2, 2)):
-        out = np.empty(a.shape, dtype=np.int32)
-        add_aligned(a.astype(np.int64), b.astype(np.int64), sa, sb, -2**7, 2**7 - 1, out)
-        assert np.array_equal(out, R.add(a, b, sa, sb, 8))
+    # every pair of int4 operands, every alignment shift in -2..3 on each side, into a 4-bit output (so saturation
+    # happens and is counted) and into 8 bits
+    a, b = (v.astype(np.int64).ravel() for v in np.meshgrid(I4, I4))
+    for sa, sb in itertools.product(range(-2, 4), repeat=2):
+        for bits in (4, 8):
+            out = np.empty(a.shape, dtype=np.int32)
+            sat = add_aligned(a, b, sa, sb, -2**(bits - 1), 2**(bits - 1) - 1, out)
+            wide = R.round_shift(a, sa) + R.round_shift(b, sb)
+            ref, ref_sat = R.saturate(wide, bits, True)
+            assert np.array_equal(out, ref) and sat == ref_sat, (sa, sb, bits)
 
 
 def test_log2_decode_matches_reference():
@@ -248,3 +255,48 @@ def test_conv_via_im2col_matches_direct_convolution():
         out, _ = gemm(cols.reshape(1, -1, 27), w.reshape(1, 5, 27))
         ref = R.conv2d(x, w, None, stride, pad)
         assert np.array_equal(out.reshape(2, ref.shape[2], ref.shape[3], 5).transpose(0, 3, 1, 2), ref)
+
+
+def test_sum_rows_exhaustive_4bit_with_saturation_counted():
+    rows = np.array(list(itertools.product(I4, repeat=3)), dtype=np.int64)   # every row of three int4 values
+    for lo, hi in ((-8, 7), (-2**31, 2**31 - 1)):
+        out = np.empty(len(rows), dtype=np.int32)
+        sat = sum_rows(rows, lo, hi, out)
+        total = rows.sum(1)
+        assert np.array_equal(out, np.clip(total, lo, hi)) and sat == int(((total < lo) | (total > hi)).sum())
+
+
+def _one_op(kind: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...], out_bits: int, attrs: dict) -> Program:
+    tensors = {"x": TensorSpec(in_shape, 16, True, exp=0), "y": TensorSpec(out_shape, out_bits, True, exp=0)}
+    return Program("one", ["x"], ["y"], tensors, [Op(kind, "op", ("x",), ("y",), {}, attrs)], {}, {})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=4), st.data())
+def test_reduce_sum_op_equals_the_reference_and_numpy(shape, data):
+    axes = sorted(data.draw(st.sets(st.integers(0, len(shape) - 1), min_size=1)))
+    out_shape = tuple(s for i, s in enumerate(shape) if i not in axes)
+    x = data.draw(hnp.arrays(np.int32, (2, *shape), elements=st.integers(-2**15, 2**15 - 1)))
+    p = _one_op("ReduceSum", tuple(shape), out_shape, 20, {"axes": axes})
+    validate(p)
+    (out,), sat = OPS["ReduceSum"].run(p.ops[0], p, [x])
+    total = x.astype(np.int64).sum(axis=tuple(a + 1 for a in axes))
+    expected = np.clip(total, -2**19, 2**19 - 1)
+    assert np.array_equal(out, expected) and sat == int((total != expected).sum())
+    assert np.array_equal(OPS["ReduceSum"].reference(p.ops[0], p, [x.astype(np.int64)]), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=4), st.data())
+def test_roll_op_equals_the_reference_and_torch_roll(shape, data):
+    import torch
+
+    axes = data.draw(st.lists(st.integers(0, len(shape) - 1), min_size=1, max_size=2, unique=True))
+    shifts = [data.draw(st.integers(-8, 8)) for _ in axes]
+    x = np.arange(2 * int(np.prod(shape)), dtype=np.int32).reshape(2, *shape)
+    p = _one_op("Roll", tuple(shape), tuple(shape), 16, {"shifts": shifts, "axes": axes})
+    validate(p)
+    (out,), _ = OPS["Roll"].run(p.ops[0], p, [x])
+    expected = torch.roll(torch.from_numpy(x), shifts, [a + 1 for a in axes]).numpy()
+    assert np.array_equal(out, expected)
+    assert np.array_equal(OPS["Roll"].reference(p.ops[0], p, [x.astype(np.int64)]), expected)

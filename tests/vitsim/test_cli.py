@@ -73,3 +73,30 @@ def test_verify_json_and_mismatch_exit(tmp_path, capsys):
         assert {"bit_exact", "rtl_cycles", "model_cycles", "energy_pj", "wall_s"} <= set(x)
     res = run_cli("verify", str(out), "--layer", "qkv", "--block", "99")
     assert res.returncode == 2 and "out of range" in res.stderr
+
+
+def test_an_internal_error_is_not_reported_as_bad_input(monkeypatch):
+    """A KeyError from a bug inside a pipeline keeps its traceback (exit 1), it is not turned into 'bad input'."""
+    import vitsim.pipelines
+
+    def broken(*args, **kwargs):
+        return {}["a key our own code forgot"]
+
+    monkeypatch.setattr(vitsim.pipelines, "simulate", broken)
+    with pytest.raises(KeyError):
+        main(["simulate", "any.vitp"])
+
+
+def test_unknown_model_exits_2_with_one_line(tmp_path):
+    res = run_cli("quantize", "--model", "no_such_vit", "--calib", "8", "--out", str(tmp_path / "x.vitp"))
+    assert res.returncode == 2 and "unknown model 'no_such_vit'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_an_architecture_without_integer_lowering_evaluates_but_does_not_quantize(tmp_path, capsys):
+    """mobilevit_xs (BatchNorm, SiLU): float eval works from timm's input size; quantize is one clear line, exit 2."""
+    assert main(["eval", "--model", "mobilevit_xs", "--data", "random", "--limit", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 2
+    res = run_cli("quantize", "--model", "mobilevit_xs", "--data", "random", "--calib", "2", "--limit", "2",
+                  "--out", str(tmp_path / "m.vitp"))
+    assert res.returncode == 2 and "has no integer lowering" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

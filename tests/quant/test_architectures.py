@@ -1,0 +1,68 @@
+"""Every architecture vitsim claims, quantized through the graph front-end and lowered: the integer program is
+bit-exact against the int64 reference executor on every intermediate tensor, and its output codes equal the
+fake-quant model's (integer nonlinear ops) on a batch of two, so a lowering that mixes samples would fail too.
+
+timm models run with random weights and random-normal images; swin_fmnist (our configuration of timm's Swin for
+28x28 inputs) with random weights on Fashion-MNIST images: bit-exactness does not need trained weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hwsim.executor import quantize_input, run
+from hwsim.reference.executor import run_reference
+from models.data import calibration_data, random_images
+from models.registry import create_model
+from quant.build import default_map, quantize_model
+from quant.methods import get_method
+
+TIMM = {
+    "deit_tiny_patch16_224": {"Concat"},                        # class token beside the patches
+    "vit_small_patch16_224": {"Concat"},
+    "deit3_small_patch16_224": {"Concat"},                      # LayerScale folded into proj / fc2
+    "swin_tiny_patch4_window7_224": {"Roll", "ReduceSum"},      # shifted windows, mean pooling
+}
+
+
+def _check(net: torch.nn.Module, name: str, calib: torch.Tensor, images: np.ndarray, method: str,
+           kinds: set[str]) -> None:
+    q = quantize_model(net, calib, get_method(method), default_map(8, 8), name=name)
+    program = q.export()
+    assert kinds <= {op.kind for op in program.ops}
+    x = quantize_input(program, images)
+    traced = run(program, x, trace=True).trace
+    ref = run_reference(program, x)
+    assert [n for n in ref if not np.array_equal(ref[n], traced[n])] == []
+    assert np.array_equal(traced[program.outputs[0]], q.forward_int(torch.from_numpy(images)).numpy())
+
+
+@pytest.mark.parametrize("name", sorted(TIMM))
+def test_timm_architecture_is_bit_exact(name):
+    torch.manual_seed(0)
+    net = create_model(name, pretrained=False)
+    _check(net, name, torch.from_numpy(random_images(net, 2, seed=0)), random_images(net, 2, seed=5), "p2vit", TIMM[name])
+
+
+@pytest.mark.parametrize("method", ["p2vit", "minmax"])
+def test_swin_fmnist_is_bit_exact(method, fmnist_test):
+    torch.manual_seed(0)
+    net = create_model("swin_fmnist", pretrained=False)
+    calib = calibration_data("fmnist", net, 32, seed=0)
+    _check(net, "swin_fmnist", calib, fmnist_test[0][:2], method, {"Roll", "ReduceSum"})
+
+
+def test_layerscale_and_mean_pooling_folds_keep_the_float_model():
+    """The capture-time re-parameterisations (quant.graph.reparam) change no output of the float model."""
+    from quant.graph.capture import capture
+
+    for name, shape in (("deit3_small_patch16_224", (3, 224, 224)), ("swin_fmnist", (1, 28, 28))):
+        torch.manual_seed(0)
+        net = create_model(name, pretrained=False)
+        captured = capture(net, shape)
+        kinds = {n.meta["kind"] for n in captured.gm.graph.nodes}
+        assert "scale" not in kinds and "mean" not in kinds  # gamma and 1/N are gone into the Linears
+        x = torch.randn(3, *shape)
+        with torch.no_grad():
+            assert torch.allclose(captured.gm(x), net(x), atol=1e-4, rtol=1e-4)
