@@ -57,7 +57,8 @@ def softmax(x: np.ndarray, frac_bits: int, out_bits: int, log2_out: bool) -> np.
     e = _exp_fixed(x - x.max(-1, keepdims=True), frac_bits)
     total = e.sum(-1, keepdims=True)
     if not log2_out:
-        return (e * ((I64(2**31) - 1) // total)) >> (31 - out_bits)
+        code = (e * ((I64(2**31) - 1) // total) + (I64(1) << (30 - out_bits))) >> (31 - out_bits)  # round to nearest
+        return np.minimum(code, 2**out_bits - 1)
     top = I64(2**out_bits - 1)
     safe = np.maximum(e, 1)
     lg = np.zeros(e.shape, I64)  # the largest lg with e * 2^lg <= total: 2^-(lg+1) < e / total <= 2^-lg

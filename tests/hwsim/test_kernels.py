@@ -163,6 +163,15 @@ def test_softmax_random(x, frac, log2):
     assert np.array_equal(out, R.softmax(x, frac, bits, log2))
 
 
+def test_uniform_softmax_of_n_equal_logits_is_the_nearest_code_to_1_over_n():
+    # a floored output fails this at n = 7 (256 / 7 = 36.57 -> 36); n = 1 saturates to 255 instead of wrapping to 256
+    for n in range(1, 301):
+        out = np.empty((1, n), dtype=np.int64)
+        softmax_int(np.zeros((1, n), np.int64), 4, 8, False, out)
+        expected = min(256 / n, 255)
+        assert np.all(np.abs(out - expected) <= 0.5), n
+
+
 def test_softmax_is_close_to_float():
     rng = np.random.default_rng(0)
     x = rng.integers(-2000, 2000, (50, 64))
