@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from models._timm import import_timm
-from models.checkpoint import load_weights
+from models.checkpoint import CheckpointError, load_weights
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bo
     entry = model_entry(name)
     model = entry.build()
     path = Path(checkpoint) if checkpoint is not None else (entry.default_checkpoint if pretrained else None)
+    if checkpoint is None and path is not None and not path.exists():
+        raise CheckpointError(f"{name}: its checkpoint {path} is not there yet; make it with "
+                              f"`vitsim train --model {name}` (or pass --checkpoint FILE)")
     if path is not None:
         load_weights(model, path)
     return model.eval()
