@@ -237,14 +237,15 @@ def _codes(x: torch.Tensor, site: ActQuant) -> np.ndarray:
                                 dtype=np.int64)
 
 
-def layernorm_int_params(weight: torch.Tensor, bias: torch.Tensor, out_scale: torch.Tensor) -> dict[str, np.ndarray]:
+def layernorm_int_params(weight: torch.Tensor, bias: torch.Tensor, out_scale: torch.Tensor,
+                         norm_bits: int = NORM_BITS) -> dict[str, np.ndarray]:
     """Integer LayerNorm constants for output scale ``out_scale`` (per tensor or per channel): the multiplier
-    R = gamma * sqrt(C) / (2^31 * s_out) as G / 2^shift with G on 15 bits of magnitude, and beta on the same shift.
-    Shared by the fake-quant module and the lowering, so both compute the same integers."""
+    R = gamma * sqrt(C) / (2^norm_bits * s_out) as G / 2^shift with G on 15 bits of magnitude, and beta on the same
+    shift. Shared by the fake-quant module and the lowering, so both compute the same integers."""
     c = weight.numel()
     gamma, beta = weight.detach().double(), bias.detach().double()
     s = out_scale.detach().double().expand(c) if out_scale.numel() == 1 else out_scale.detach().double()
-    ratio = gamma * np.sqrt(c) / (2.0 ** NORM_BITS * s)
+    ratio = gamma * np.sqrt(c) / (2.0 ** norm_bits * s)
     top = GAMMA_BITS - 2
     safe = torch.where(ratio == 0, torch.ones_like(ratio), ratio.abs())
     shift = (top - torch.floor(torch.log2(safe))).long().clamp(1, 62)

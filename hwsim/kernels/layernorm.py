@@ -1,13 +1,17 @@
 """Integer LayerNorm after I-ViT's I-LayerNorm (Li & Gu, ICCV 2023), with FQ-ViT's power-of-two factors (PTF,
 Lin et al., IJCAI 2022) in the per-channel output shift.
 
-Over the last axis (C channels) of an integer x:
-    mu  = round_half_up(sum(x) / C) = floor((2 sum(x) + C) / (2C))
-    y   = x - mu;  var = sum(y^2)  (= C * variance);   std = isqrt(var)  (exact floor square root; 1 if 0)
-    k   = floor(2^31 / std)                             (one division per row, I-ViT's (2^31-1)/k form)
+Over the last axis (C channels) of an integer x, with F = MEAN_FRAC_BITS fraction bits on the mean:
+    mu  = round_half_up(2^F sum(x) / C) = floor((2^(F+1) sum(x) + C) / (2C))
+    y   = 2^F x - mu;  var = sum(y^2)  (= 2^2F C variance);  std = isqrt(var)  (exact floor square root; 1 if 0)
+    k   = floor(2^(31+F) / std)                         (one division per row, I-ViT's (2^31-1)/k form)
     acc = y * k * G[c] + B[c]                           (int64; G = gamma*sqrt(C) and B = beta at the acc scale)
     out = clamp(rshift_round(acc, shift[c]))            (shift[c] folds the output scale and PTF factor 2^k_c)
-The real normalised value is y * k * sqrt(C) / 2^31, so G and B carry sqrt(C); export computes them.
+The real normalised value is y * k * sqrt(C) / 2^NORM_BITS (NORM_BITS = 31 + F), so G and B carry sqrt(C); export
+computes them. I-ViT rounds the mean to a whole code (F = 0); that error, up to half a code, is systematic over the
+row and dominated the kernel's error at 16-bit output (bench/layernorm_precision.py measures it). Eight fraction bits
+make it negligible at no cycle cost: the row's divider already has 48 bits. y fits 2^F * 2^17, so var < 2^62 for
+inputs of up to 16 bits and C <= 2^13 (the op check enforces it).
 isqrt is Newton's iteration x <- (x + var // x) // 2 from a power of two above the root, stopping when it no longer
 decreases: the exact floor(sqrt(var)) that RTL gets from a digit-by-digit root.
 """
@@ -18,7 +22,8 @@ from numba import njit, prange
 
 from hwsim.kernels.requant import clamp, rshift_round
 
-NORM_BITS = 31
+MEAN_FRAC_BITS = 8
+NORM_BITS = 31 + MEAN_FRAC_BITS
 
 
 @njit(cache=True)
@@ -50,10 +55,10 @@ def layernorm_int(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, shift: np.
         total = np.int64(0)
         for j in range(c):
             total += x[r, j]
-        mu = (2 * total + c) // (2 * c)
+        mu = ((total << (MEAN_FRAC_BITS + 1)) + c) // (2 * c)
         var = np.int64(0)
         for j in range(c):
-            y[j] = x[r, j] - mu
+            y[j] = (np.int64(x[r, j]) << MEAN_FRAC_BITS) - mu
             var += y[j] * y[j]
         std = isqrt(var)
         if std == 0:

@@ -5,7 +5,7 @@ import numpy as np
 
 from hwsim.ir.schema import Op, Program
 from hwsim.kernels.gelu import gelu_int
-from hwsim.kernels.layernorm import layernorm_int
+from hwsim.kernels.layernorm import MEAN_FRAC_BITS, layernorm_int
 from hwsim.kernels.softmax import softmax_int
 from hwsim.ops._registry import need, out_range, param_shape, register_op
 from hwsim.reference import ops as R
@@ -45,6 +45,10 @@ def check_layernorm(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> 
     for role in ("gamma", "beta", "shift"):
         s = param_shape(op, program, role)
         need(s == (x[-1],), f"{role} shape {s}, want ({x[-1]},)")
+    # sum (2^F x - mu)^2 must stay below 2^62 in int64: |2^F x - mu| < 2^(bits + F), times C rows' worth
+    bits = program.tensors[op.inputs[0]].bits
+    need(2 * (bits + MEAN_FRAC_BITS) + int(x[-1]).bit_length() <= 62,
+         f"LayerNorm input of {bits} bits over {x[-1]} channels could overflow the int64 variance")
     return [x]
 
 

@@ -79,15 +79,18 @@ def gelu(x: np.ndarray, frac_bits: int, sig_bits: int = 8) -> np.ndarray:
     return v * np.where(z >= 0, sp, (I64(1) << sig_bits) - sp)
 
 
-def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, shift: np.ndarray, bits: int) -> np.ndarray:
-    """(x - mean) * (2^31 // isqrt(sum (x - mean)^2)) * gamma + beta, shifted per channel; mean rounded half up."""
+def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, shift: np.ndarray, bits: int,
+              mean_frac_bits: int = 8) -> np.ndarray:
+    """y = 2^F x - mean (F fraction bits, rounded half up); y * (2^(31+F) // isqrt(sum y^2)) * gamma + beta, shifted
+    per channel. ``mean_frac_bits=0`` is I-ViT's whole-code mean (kept for the precision bench)."""
     x = np.asarray(x, I64)
     c = x.shape[-1]
-    mu = (2 * x.sum(-1, keepdims=True) + c) // (2 * c)
-    y = x - mu
+    f = mean_frac_bits
+    mu = (x.sum(-1, keepdims=True) * 2 ** (f + 1) + c) // (2 * c)
+    y = x * 2**f - mu
     var = (y * y).sum(-1, keepdims=True)
     std = np.vectorize(lambda v: max(math.isqrt(int(v)), 1), otypes=[np.int64])(var)
-    k = (I64(1) << 31) // std
+    k = (I64(1) << (31 + f)) // std
     acc = y * k * np.asarray(gamma, I64) + np.asarray(beta, I64)
     return saturate(round_shift(acc, np.asarray(shift, I64)), bits, True)[0]
 

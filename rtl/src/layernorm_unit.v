@@ -1,9 +1,10 @@
 // Integer LayerNorm unit (I-ViT's I-LayerNorm, Li & Gu, ICCV 2023; PTF shifts of FQ-ViT in the per-channel output
 // shift): the same integers as hwsim.kernels.layernorm.layernorm_int. Per row of c channels:
-//   sum pass (c cycles) + 1; mu = floor((2 sum + c) / (2c)) by a 48-step restoring divider (signed floor) + 1;
-//   variance pass (c cycles): var = sum (x - mu)^2; std = isqrt(var) digit by digit (32 steps; 0 -> 1) + 1;
-//   k = floor(2^31 / std) by the same divider (48 steps) + 1;
-//   output pass (c cycles): clamp(rshift_round((x - mu) * k * G[j] + B[j], shift[j])) in 64-bit arithmetic;
+//   sum pass (c cycles) + 1; mu = floor((2^(F+1) sum + c) / (2c)), the mean with F = MEAN_F fraction bits, by a
+//   48-step restoring divider (signed floor) + 1;
+//   variance pass (c cycles): var = sum (2^F x - mu)^2; std = isqrt(var) digit by digit (32 steps; 0 -> 1) + 1;
+//   k = floor(2^(31+F) / std) by the same divider (48 steps) + 1;
+//   output pass (c cycles): clamp(rshift_round((2^F x - mu) * k * G[j] + B[j], shift[j])) in 64-bit arithmetic;
 //   1 cycle to finish:  cycles per row = 3c + 133 (hwsim.cost.cycles.layernorm_row_cycles).
 // `run` processes `rows` rows of x.hex back to back; parameters come from gamma.hex, beta.hex, shift.hex; outputs go
 // to out.hex and per-row cycle counts to rows.hex on `dump`.
@@ -25,6 +26,7 @@ module layernorm_unit #(
     output reg                     done
 );
     localparam integer DEPTH = 1 << ADDR_W;
+    localparam integer MEAN_F = 8;  // hwsim.kernels.layernorm.MEAN_FRAC_BITS
     localparam integer C_AW = $clog2(C_MAX);
     localparam [3:0] S_IDLE = 4'd0, S_SUM = 4'd1, S_SUMEND = 4'd2, S_DIV = 4'd3, S_DIVEND = 4'd4, S_VAR = 4'd5,
                      S_SQRT = 4'd6, S_SQEND = 4'd7, S_OUT = 4'd8, S_END = 4'd9;
@@ -60,7 +62,7 @@ module layernorm_unit #(
     reg signed [47:0] sum;
     reg signed [47:0] mu;
     reg [63:0] var_acc, sq_rem, sq_res, sq_bit;
-    reg [31:0] k;
+    reg [39:0] k;
     reg second_div;  // 0: the divider computes mu, 1: it computes k
     // restoring divider state: quotient of div_num / div_den, 48 steps
     reg [47:0] div_num, div_q;
@@ -71,9 +73,9 @@ module layernorm_unit #(
     reg div_neg;
 
     wire signed [X_W-1:0] x_j = x_mem[base + j[ADDR_W-1:0]];
-    wire signed [47:0] y = {{(48-X_W){x_j[X_W-1]}}, x_j} - mu;
+    wire signed [47:0] y = ({{(48-X_W){x_j[X_W-1]}}, x_j} <<< MEAN_F) - mu;
     wire [C_AW-1:0] jc = j[C_AW-1:0];
-    wire signed [63:0] acc = {{16{y[47]}}, y} * $signed({32'd0, k})
+    wire signed [63:0] acc = {{16{y[47]}}, y} * $signed({24'd0, k})
                              * {{48{gamma_mem[jc][15]}}, gamma_mem[jc]} + $signed(beta_mem[jc]);
     wire signed [7:0] s = shift_mem[jc];
     wire [5:0] s_right = s[5:0];
@@ -84,7 +86,7 @@ module layernorm_unit #(
     wire signed [63:0] hi = {{(64-OUT_W){qmax[OUT_W-1]}}, qmax};
     wire [OUT_W-1:0] y_out = (shifted > hi) ? qmax : ((shifted < lo) ? qmin : shifted[OUT_W-1:0]);
     wire [47:0] div_next_rem = {div_rem[46:0], div_num[47 - step]};
-    wire signed [47:0] num_mu = 2 * sum + {32'd0, c};
+    wire signed [47:0] num_mu = (sum <<< (MEAN_F + 1)) + {32'd0, c};
     wire [47:0] den_mu = {31'd0, c, 1'b0};
     wire [63:0] y_sq = $unsigned({{16{y[47]}}, y} * {{16{y[47]}}, y});
 
@@ -135,7 +137,7 @@ module layernorm_unit #(
                         var_acc <= 64'd0;
                         state <= S_VAR;
                     end else begin
-                        k <= div_q[31:0];
+                        k <= div_q[39:0];
                         state <= S_OUT;
                     end
                 end
@@ -160,9 +162,9 @@ module layernorm_unit #(
                     if (step == 6'd31) state <= S_SQEND;
                     step <= step + 1;
                 end
-                S_SQEND: begin  // std = isqrt(var), 0 -> 1; then k = 2^31 / std
+                S_SQEND: begin  // std = isqrt(var), 0 -> 1; then k = 2^(31+F) / std
                     second_div <= 1'b1;
-                    div_num <= 48'd1 << 31;
+                    div_num <= 48'd1 << (31 + MEAN_F);
                     div_den <= (sq_res == 64'd0) ? 48'd1 : sq_res[47:0];
                     div_rem <= 48'd0;
                     div_q <= 48'd0;
