@@ -1,4 +1,4 @@
-"""The ``vitsim`` command line: train, eval, quantize, simulate, verify, demo.
+"""The ``vitsim`` command line: train, eval, quantize, simulate, cost, verify, demo.
 
 Every command prints a readable summary, or with ``--json`` exactly one JSON object on stdout; progress bars go to
 stderr. Errors are one clear line on stderr and exit status 2 (bad input) or 1 (a check failed).
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -85,6 +86,36 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                    f"{r['n']} images, agreement with fake-quant {_fmt(r['agreement'])}, "
                                    f"{r['images_per_s']} img/s", f"  saturated values per op: {r['overflows'] or 'none'}"]
           + ([f"  warning: {r['warning']}"] if "warning" in r else []))
+    return 0
+
+
+def _cost_lines(r: dict[str, Any], show_all: bool) -> list[str]:
+    t = r["totals"]
+    lines = [f"{r['program']} on {r['hw']}",
+             f"{'op':<34} {'kind':<9} {'unit':<9} {'mode':<7} {'cycles':>9} {'stall':>7} {'DRAM KB':>8} {'energy nJ':>10}"]
+    for o in r["ops"]:
+        if show_all or o["unit"] not in ("fused", "layout"):
+            dram = (o["dram_read_bytes"] + o["dram_write_bytes"]) / 1024
+            lines.append(f"{o['name'][:34]:<34} {o['kind']:<9} {o['unit']:<9} {o['mode']:<7} {o['cycles']:>9} "
+                         f"{o['stall_cycles']:>7} {dram:>8.1f} {o['energy_total_pj'] / 1e3:>10.2f}")
+    total_pj = sum(t["energy_pj"].values()) or 1.0
+    lines += [f"total: {t['cycles']} cycles ({t['latency_ms']:.3f} ms at {t['clock_mhz']:g} MHz), {t['stall_cycles']} stall "
+              f"cycles, DRAM {t['dram_bytes'] / 1024:.1f} KB, {t['macs'] / 1e6:.2f} M MACs, energy {t['energy_uj']:.2f} uJ",
+              "energy:  " + ", ".join(f"{k} {v / 1e6:.2f} uJ ({100 * v / total_pj:.0f} %)" for k, v in t["energy_pj"].items()),
+              "cycles:  " + ", ".join(f"{k} {v} ({100 * v / max(t['cycles'], 1):.0f} %)"
+                                      for k, v in t["cycles_by_unit"].items() if v)]
+    return lines
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    from hwsim.arch import load_hardware
+    from hwsim.cost import cost
+    from hwsim.ir import load
+
+    program = load(args.program)
+    result = cost(program, load_hardware(args.hw, args.set)).to_json()
+    result["program"] = args.program
+    _emit(result, args.json, lambda r: _cost_lines(r, args.all))
     return 0
 
 
@@ -177,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     data_flags(p)
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("cost", help="price an integer program on an accelerator: cycles, DRAM traffic, energy per op",
+                       formatter_class=fmt)
+    p.add_argument("program")
+    p.add_argument("--hw", default=None, help="hardware preset (edge-8x8, 16x16, 32x32) or YAML file (default 16x16)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hardware field, e.g. --set array.rows=8 --set memory.act_kb=0 (repeatable)")
+    p.add_argument("--all", action="store_true", help="also list fused requants and layout ops (which cost nothing)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cost)
+
     p = sub.add_parser("verify", help="check GEMM layers on the RTL against hwsim (bit-exact, equal cycles)",
                        formatter_class=fmt)
     p.add_argument("program")
@@ -197,8 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(signal, "SIGPIPE"):  # `vitsim cost ... | head` ends quietly, as Unix tools do
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     from hwsim.arch import ConfigError
+    from hwsim.cost.pricing import CostError
     from hwsim.executor import InputMismatch
     from hwsim.ir import ProgramError
     from models.checkpoint import CheckpointError
@@ -211,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     from vitsim.verify import VerifyError
 
     user_errors = (ProgramError, CheckpointError, DatasetError, FolderError, QuantError, UnknownModel, ConfigError,
-                   InputMismatch, RtlUnsupported, VerifyError, SimulatorMissing, FileNotFoundError)
+                   InputMismatch, RtlUnsupported, VerifyError, SimulatorMissing, CostError, FileNotFoundError)
 
     try:
         return args.func(args)

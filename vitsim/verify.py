@@ -1,5 +1,5 @@
 """``vitsim verify``: run a program's GEMM layers on the RTL and check them against hwsim (bit-exact, cycles equal),
-with energy from counted activity. The input is the first test image of the program's dataset (or a seeded random
+with on-chip energy (no DRAM) from the cost model's counted activity. The input is the first test image of the program's dataset (or a seeded random
 image when it has none)."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from hwsim.arch import load_config
-from hwsim.cost.cycles import gemm_tiles
-from hwsim.cost.energy import tile_activity, tile_energy_pj
+from hwsim.arch import load_hardware, with_array
+from hwsim.cost import cost
+from hwsim.cost.energy import gemm_activity, gemm_energy_pj
 from hwsim.executor import quantize_input, run
 from hwsim.ir import load
 from rtl.layers import GEMM_KINDS, GemmJob, block_jobs, layernorm_job, softmax_job
@@ -25,11 +25,12 @@ class VerifyError(ValueError):
     """A layer or block the program does not have (a user error)."""
 
 def job_energy_pj(job: GemmJob, rows: int, cols: int) -> float:
-    table = load_config().energy
+    """On-chip energy of one GEMM job (one head of a MatMul) on the default hardware resized to rows x cols."""
+    hw = load_hardware()
     m, k, n = job.shape
-    ptf_nonzero = int((job.ptf != 0).sum())
-    return sum(tile_energy_pj(tile_activity(m, n, k, t.m0, t.n0, rows, cols, job.a_bits, job.b_bits, job.mode, ptf_nonzero),
-                              table)["total"] for t in gemm_tiles(m, n, rows, cols))
+    act = gemm_activity(m, n, k, rows, cols, job.a_bits, job.b_bits, job.mode, int((job.ptf != 0).sum()),
+                        hw.array.acc_bits, int(job.qmax).bit_length() + 1)
+    return gemm_energy_pj(act, hw.energy, hw.memory)["total"]
 
 
 def _input(program, recipe: dict | None) -> np.ndarray:
@@ -64,15 +65,17 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
                            "first_mismatch": r["first_mismatch"], "rtl_cycles": r["rtl_cycles"],
                            "model_cycles": r["model_cycles"], "tiles": r["tiles"],
                            "energy_pj": round(job_energy_pj(job, rows, cols), 1), "wall_s": r["wall_s"]})
+    unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
     for kind in (k for k in kinds if k in UNIT_KINDS):
         t0 = time.perf_counter()
         if kind == "softmax":
             r = run_softmax_job(softmax_job(program, trace, block), sim)
         else:
             r = run_layernorm_job(layernorm_job(program, trace, f"blocks.{block}.{kind}"), sim)
-        # The nonlinear units' energy is not modelled yet (the energy table prices GEMM activity).
+        unit = unit_costs[r["name"]]
         layers.append({"layer": r["name"], "bit_exact": r["bit_exact"], "first_mismatch": r["first_mismatch"],
-                       "rtl_cycles": r["rtl_cycles"], "model_cycles": r["model_cycles"], "energy_pj": None,
+                       "rtl_cycles": r["rtl_cycles"], "model_cycles": r["model_cycles"],
+                       "energy_pj": round(unit.energy_total_pj - unit.energy_pj["dram"], 1),
                        "wall_s": round(time.perf_counter() - t0, 3)})
     wall = time.perf_counter() - start
     cycles = sum(x["rtl_cycles"] for x in layers)

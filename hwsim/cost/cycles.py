@@ -8,11 +8,14 @@ Partial edge tiles take the full schedule (zeros are fed). Tiles run one after a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 MODE_INT8 = 0
 MODE_INT4X2 = 1
 MODE_LOG2 = 2
+MODE_NAMES = {MODE_INT8: "int8", MODE_INT4X2: "int4x2", MODE_LOG2: "log2"}
+ALL_MODES = tuple(MODE_NAMES.values())
 
 
 def gemm_mode(a_bits: int, b_bits: int, a_log2: bool = False) -> int:
@@ -20,6 +23,21 @@ def gemm_mode(a_bits: int, b_bits: int, a_log2: bool = False) -> int:
     if a_log2:
         return MODE_LOG2
     return MODE_INT4X2 if a_bits <= 4 and b_bits <= 4 else MODE_INT8
+
+
+def gemm_schedule(a_bits: int, b_bits: int, a_log2_bits: int = 0, pe_modes: tuple[str, ...] = ALL_MODES) -> tuple[int, int]:
+    """(PE mode, passes) for signed operand widths on PEs that have ``pe_modes`` (a model-only extension of the RTL).
+
+    A mode the PE lacks falls back to int8; an operand wider than 8 signed bits is split into bytes, so the GEMM runs
+    ceil(a/8) * ceil(b/8) passes over the array (partial products shifted into the accumulator). Without the log2 mode
+    a b-bit log2 code becomes the integer 2^(2^b - 2), i.e. 2^b signed bits."""
+    if a_log2_bits:
+        if "log2" in pe_modes:
+            return MODE_LOG2, math.ceil(b_bits / 8)
+        a_bits = 2**a_log2_bits
+    if a_bits <= 4 and b_bits <= 4 and "int4x2" in pe_modes:
+        return MODE_INT4X2, 1
+    return MODE_INT8, math.ceil(a_bits / 8) * math.ceil(b_bits / 8)
 
 
 def k_steps(k: int, mode: int) -> int:
@@ -50,6 +68,20 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, mode: int) -> int:
 def softmax_row_cycles(n: int) -> int:
     """rtl/src/softmax_unit.v: max pass, exponent pass and log2-code pass of n cycles each, plus 1 to finish the row."""
     return 3 * n + 1
+
+
+GELU_PIPELINE_DEPTH = 28  # shift-add z, shift exponential, a 24-stage pipelined divider, sign select and product
+
+
+def gelu_row_cycles(n: int) -> int:
+    """A GELU unit streams one element per cycle through a GELU_PIPELINE_DEPTH-stage pipeline, plus 1 to finish."""
+    return n + GELU_PIPELINE_DEPTH + 1
+
+
+def ws_tile_cycles(m: int, rows: int, cols: int) -> int:
+    """Weight-stationary (model only): load a rows x cols weight block (rows cycles), stream m skewed A rows through
+    it (m + rows + cols - 2), one done cycle."""
+    return rows + m + rows + cols - 1
 
 
 def layernorm_row_cycles(c: int) -> int:

@@ -1,50 +1,57 @@
-"""Energy of a GEMM tile from counted activity, priced with the 45 nm table (Horowitz, ISSCC 2014, 45 nm).
+"""Energy of a GEMM on the array from counted activity, priced with the 45 nm table (Horowitz, ISSCC 2014).
 
-Counted per tile of rtl/src/gemm_engine.v: multiply-accumulates by operand width (log2 operands cost a shift
-instead of a multiply; PTF factors cost a product shift), buffer reads of A and B (each operand read once per tile),
-accumulator bias adds, requant shifts and output writes, in 64-bit SRAM words.
+Counted for rtl/src/gemm_engine.v's output-stationary schedule, summed over its tiles in closed form:
+multiply-accumulates by operand width (a log2 operand costs a shift instead of a multiply; PTF factors cost a product
+shift), SRAM reads of A and B (each operand row or column read once per tile that uses it, so A is read once per
+column block and B once per row block), bias and shift reads, requant adds and shifts in the column shifters, and
+accumulator and output writes, in 64-bit SRAM words priced by the size of the buffer they hit.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from hwsim.arch import EnergyTable
+from hwsim.arch import EnergyTable, MemoryConfig
 from hwsim.cost.cycles import MODE_LOG2
 
 
 @dataclass(frozen=True)
-class TileActivity:
+class GemmActivity:
     macs: int
     a_bits: int
     b_bits: int
     log2: bool
     ptf_shifts: int
-    sram_read_bits: int
-    sram_write_bits: int
+    a_read_bits: int
+    b_read_bits: int
+    param_read_bits: int
+    write_bits: int
     requants: int
     acc_bits: int
-    out_bits: int
 
 
-def tile_activity(m: int, n: int, k: int, m0: int, n0: int, rows: int, cols: int, a_bits: int, b_bits: int, mode: int,
-                  ptf_nonzero: int, acc_bits: int = 32, out_bits: int = 16) -> TileActivity:
-    """Activity of the tile at (m0, n0); ``ptf_nonzero`` = reduction indices whose PTF shift is non-zero."""
-    vr, vc = min(rows, m - m0), min(cols, n - n0)
-    return TileActivity(macs=vr * vc * k, a_bits=a_bits, b_bits=b_bits, log2=mode == MODE_LOG2,
-                        ptf_shifts=vr * vc * ptf_nonzero, sram_read_bits=(vr * a_bits + vc * b_bits) * k + vc * (acc_bits + 8),
-                        sram_write_bits=vr * vc * (out_bits + acc_bits), requants=vr * vc, acc_bits=acc_bits, out_bits=out_bits)
+def gemm_activity(m: int, n: int, k: int, rows: int, cols: int, a_bits: int, b_bits: int, mode: int,
+                  ptf_nonzero: int = 0, acc_bits: int = 32, out_bits: int = 16, requant: bool = True) -> GemmActivity:
+    """Activity of an M x K x N GEMM tiled R x C; ``ptf_nonzero`` = reduction indices whose PTF shift is non-zero."""
+    row_blocks, col_blocks = math.ceil(m / rows), math.ceil(n / cols)
+    return GemmActivity(macs=m * n * k, a_bits=a_bits, b_bits=b_bits, log2=mode == MODE_LOG2,
+                        ptf_shifts=m * n * ptf_nonzero, a_read_bits=m * k * a_bits * col_blocks,
+                        b_read_bits=n * k * b_bits * row_blocks, param_read_bits=n * (acc_bits + 8) * row_blocks,
+                        write_bits=m * n * (out_bits + acc_bits), requants=m * n if requant else 0, acc_bits=acc_bits)
 
 
-def tile_energy_pj(act: TileActivity, table: EnergyTable) -> dict[str, float]:
-    """Energy breakdown (pJ) of one tile; ``total`` sums the parts."""
-    mult = act.macs * (table.shift_pj_per_bit * act.acc_bits if act.log2 else table.mult(act.a_bits, act.b_bits))
+def gemm_energy_pj(act: GemmActivity, table: EnergyTable, memory: MemoryConfig | None = None) -> dict[str, float]:
+    """Energy breakdown (pJ) of a GEMM: multiply, accumulate (with PTF shifts), requant, sram; ``total`` sums them."""
+    memory = memory or MemoryConfig()
+    mult = act.macs * (table.shift(act.acc_bits) if act.log2 else table.mult(act.a_bits, act.b_bits))
+    words = lambda bits: math.ceil(bits / 64)  # noqa: E731
     parts = {
         "multiply": mult,
-        "accumulate": act.macs * table.add(act.acc_bits),
-        "ptf_shift": act.ptf_shifts * table.shift_pj_per_bit * act.acc_bits,
-        "requant": act.requants * (2 * table.add(act.acc_bits) + table.shift_pj_per_bit * act.acc_bits),
-        "sram": (math.ceil(act.sram_read_bits / 64) + math.ceil(act.sram_write_bits / 64)) * table.sram_64b_access_pj,
+        "accumulate": act.macs * table.add(act.acc_bits) + act.ptf_shifts * table.shift(act.acc_bits),
+        "requant": act.requants * (2 * table.add(act.acc_bits) + table.shift(act.acc_bits)),
+        "sram": (words(act.a_read_bits) * table.sram_access(memory.a_kb)
+                 + words(act.b_read_bits + act.param_read_bits) * table.sram_access(memory.b_kb)
+                 + words(act.write_bits) * table.sram_access(memory.out_kb)),
     }
     parts["total"] = sum(parts.values())
     return parts

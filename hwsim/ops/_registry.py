@@ -1,24 +1,29 @@
-"""Registry of integer op kinds: each kind has a shape/attribute checker, a numpy/numba implementation and an
-independent int64 reference.
+"""Registry of integer op kinds: each kind has a shape/attribute checker, a numpy/numba implementation, an
+independent int64 reference and a pricing hook for the cost model (hwsim.cost.pricing).
 
 New ops (Swin window ops, BN-folded convs, ...) register here; the executor, the reference executor and program
 validation find them by name, with no list of kinds anywhere else. ``check`` receives the per-sample input shapes and
 returns the per-sample output shapes, raising ``ValueError`` for inconsistent attributes or constants; ``run`` receives
 batched integer arrays and returns the outputs plus the number of saturated values; ``reference`` receives the same
-arrays as int64 and returns the first output, computed the obvious way with hwsim.reference.ops (slow by design).
+arrays as int64 and returns the first output, computed the obvious way with hwsim.reference.ops (slow by design);
+``cost`` prices the op on a hardware configuration (an ``OpCost``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from hwsim.ir.schema import Op, Program
 
+if TYPE_CHECKING:
+    from hwsim.cost.pricing import OpCost, PriceContext
+
 CheckFn = Callable[[Op, Program, list[tuple[int, ...]]], list[tuple[int, ...]]]
 RunFn = Callable[[Op, Program, list[np.ndarray]], tuple[list[np.ndarray], int]]
 ReferenceFn = Callable[[Op, Program, list[np.ndarray]], np.ndarray]
+CostFn = Callable[[Op, Program, "PriceContext"], "OpCost"]
 
 
 @dataclass(frozen=True)
@@ -27,18 +32,19 @@ class OpKind:
     check: CheckFn
     run: RunFn
     reference: ReferenceFn
+    cost: CostFn
 
 
 OPS: dict[str, OpKind] = {}
 
 
-def register_op(name: str, check: CheckFn, reference: ReferenceFn) -> Callable[[RunFn], RunFn]:
-    """Decorator registering ``run`` (with its ``check`` and int64 ``reference``) as op kind ``name``."""
+def register_op(name: str, check: CheckFn, reference: ReferenceFn, cost: CostFn) -> Callable[[RunFn], RunFn]:
+    """Decorator registering ``run`` (with its ``check``, int64 ``reference`` and pricing ``cost``) as op kind ``name``."""
 
     def wrap(run: RunFn) -> RunFn:
         if name in OPS:
             raise ValueError(f"op kind {name!r} registered twice")
-        OPS[name] = OpKind(name, check, run, reference)
+        OPS[name] = OpKind(name, check, run, reference, cost)
         return run
 
     return wrap

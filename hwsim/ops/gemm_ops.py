@@ -11,6 +11,7 @@ import numpy as np
 
 from hwsim.ir.schema import Op, Program
 from hwsim.kernels.gemm import PackedB, gemm, pack_b
+from hwsim.cost.pricing import price_conv, price_linear, price_matmul
 from hwsim.ops._registry import need, param_shape, register_op
 from hwsim.reference import ops as R
 
@@ -55,7 +56,7 @@ def reference_linear(op: Op, program: Program, args: list[np.ndarray]) -> np.nda
     return R.saturate(acc, _acc_bits(op), True)[0]
 
 
-@register_op("Linear", check_linear, reference_linear)
+@register_op("Linear", check_linear, reference_linear, price_linear)
 def run_linear(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     w = packed_weight(program, op)
@@ -96,7 +97,7 @@ def reference_conv(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarr
     return R.saturate(acc, _acc_bits(op), True)[0]
 
 
-@register_op("Conv2d", check_conv, reference_conv)
+@register_op("Conv2d", check_conv, reference_conv, price_conv)
 def run_conv(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     o, _, kh, kw = program.constants[op.params["weight"]].shape
@@ -134,7 +135,7 @@ def reference_matmul(op: Op, program: Program, args: list[np.ndarray]) -> np.nda
     return R.saturate(R.matmul(lhs, rhs), _acc_bits(op), True)[0]
 
 
-@register_op("MatMul", check_matmul, reference_matmul)
+@register_op("MatMul", check_matmul, reference_matmul, price_matmul)
 def run_matmul(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     a, b = inputs
     log_bits = int(op.attrs.get("a_log2_bits", 0))

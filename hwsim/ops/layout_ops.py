@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwsim.ir.schema import Op, Program
+from hwsim.cost.pricing import price_layout
 from hwsim.ops._registry import need, register_op
 
 
@@ -21,7 +22,7 @@ def reference_reshape(op: Op, program: Program, args: list[np.ndarray]) -> np.nd
     return args[0].reshape((len(args[0]),) + tuple(op.attrs["shape"]))
 
 
-@register_op("Reshape", check_reshape, reference_reshape)
+@register_op("Reshape", check_reshape, reference_reshape, price_layout)
 def run_reshape(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     x = inputs[0]
     return [x.reshape((x.shape[0],) + tuple(op.attrs["shape"]))], 0
@@ -37,7 +38,7 @@ def reference_permute(op: Op, program: Program, args: list[np.ndarray]) -> np.nd
     return np.transpose(args[0], [0] + [int(p) + 1 for p in op.attrs["perm"]])
 
 
-@register_op("Permute", check_permute, reference_permute)
+@register_op("Permute", check_permute, reference_permute, price_layout)
 def run_permute(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     perm = [0] + [int(p) + 1 for p in op.attrs["perm"]]
     return [np.ascontiguousarray(inputs[0].transpose(perm))], 0
@@ -55,7 +56,7 @@ def reference_slice(op: Op, program: Program, args: list[np.ndarray]) -> np.ndar
     return np.take(args[0], range(int(op.attrs["start"]), int(op.attrs["stop"])), axis=int(op.attrs["axis"]) + 1)
 
 
-@register_op("Slice", check_slice, reference_slice)
+@register_op("Slice", check_slice, reference_slice, price_layout)
 def run_slice(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     axis = int(op.attrs["axis"]) + 1
     index = [slice(None)] * inputs[0].ndim
@@ -78,7 +79,7 @@ def reference_concat(op: Op, program: Program, args: list[np.ndarray]) -> np.nda
     return np.concatenate([np.broadcast_to(x, (batch,) + x.shape[1:]) for x in args], axis=int(op.attrs["axis"]) + 1)
 
 
-@register_op("Concat", check_concat, reference_concat)
+@register_op("Concat", check_concat, reference_concat, price_layout)
 def run_concat(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     batch = max(x.shape[0] for x in inputs)
     parts = [np.broadcast_to(x, (batch,) + x.shape[1:]) for x in inputs]
@@ -100,7 +101,7 @@ def reference_roll(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarr
     return x
 
 
-@register_op("Roll", check_roll, reference_roll)
+@register_op("Roll", check_roll, reference_roll, price_layout)
 def run_roll(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     axes = tuple(int(a) + 1 for a in op.attrs["axes"])
     return [np.roll(inputs[0], tuple(int(s) for s in op.attrs["shifts"]), axis=axes)], 0

@@ -7,6 +7,7 @@ from hwsim.ir.schema import Op, Program
 from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.layernorm import MEAN_FRAC_BITS, layernorm_int
 from hwsim.kernels.softmax import softmax_int
+from hwsim.cost.pricing import price_gelu, price_layernorm, price_softmax
 from hwsim.ops._registry import need, out_range, param_shape, register_op
 from hwsim.reference import ops as R
 
@@ -31,7 +32,7 @@ def reference_softmax(op: Op, program: Program, args: list[np.ndarray]) -> np.nd
                      bool(op.attrs.get("log2", False)))
 
 
-@register_op("Softmax", check_softmax, reference_softmax)
+@register_op("Softmax", check_softmax, reference_softmax, price_softmax)
 def run_softmax(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     out = np.empty(x.shape, dtype=np.int32)
@@ -57,7 +58,7 @@ def reference_layernorm(op: Op, program: Program, args: list[np.ndarray]) -> np.
                        program.tensors[op.outputs[0]].bits)
 
 
-@register_op("LayerNorm", check_layernorm, reference_layernorm)
+@register_op("LayerNorm", check_layernorm, reference_layernorm, price_layernorm)
 def run_layernorm(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     out = np.empty(x.shape, dtype=np.int32)
@@ -80,7 +81,7 @@ def reference_gelu(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarr
     return R.gelu(args[0], int(op.attrs["frac_bits"]), int(op.attrs.get("sig_bits", 8)))
 
 
-@register_op("GELU", check_gelu, reference_gelu)
+@register_op("GELU", check_gelu, reference_gelu, price_gelu)
 def run_gelu(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     frac_bits, sig_bits = int(op.attrs["frac_bits"]), int(op.attrs.get("sig_bits", 8))

@@ -5,6 +5,7 @@ import numpy as np
 
 from hwsim.ir.schema import Op, Program
 from hwsim.kernels.reduce import sum_rows
+from hwsim.cost.pricing import price_reduce_sum
 from hwsim.ops._registry import need, out_range, register_op
 from hwsim.reference import ops as R
 
@@ -27,7 +28,7 @@ def reference_reduce_sum(op: Op, program: Program, args: list[np.ndarray]) -> np
     return R.saturate(total, spec.bits, spec.signed)[0]
 
 
-@register_op("ReduceSum", check_reduce_sum, reference_reduce_sum)
+@register_op("ReduceSum", check_reduce_sum, reference_reduce_sum, price_reduce_sum)
 def run_reduce_sum(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     axes = [a + 1 for a in _axes(op)]

@@ -10,6 +10,7 @@ import numpy as np
 
 from hwsim.ir.schema import Op, Program
 from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift
+from hwsim.cost.pricing import price_add, price_requant
 from hwsim.ops._registry import channel_vector, need, out_range, param_shape, per_channel_view, register_op
 from hwsim.reference import ops as R
 
@@ -40,7 +41,7 @@ def reference_requant(op: Op, program: Program, args: list[np.ndarray]) -> np.nd
     return R.requant_shift(x, shift, out.bits, out.signed, out.zero_point)
 
 
-@register_op("Requant", check_requant, reference_requant)
+@register_op("Requant", check_requant, reference_requant, price_requant)
 def run_requant(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     axis = int(op.attrs.get("axis", -1)) % (x.ndim - 1) + 1  # per-sample axis -> batched axis
@@ -87,7 +88,7 @@ def reference_add(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarra
     return R.add(a, b, int(op.attrs.get("shift_a", 0)), int(op.attrs.get("shift_b", 0)), program.tensors[op.outputs[0]].bits)
 
 
-@register_op("Add", check_add, reference_add)
+@register_op("Add", check_add, reference_add, price_add)
 def run_add(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     a, b = np.broadcast_arrays(*inputs)
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)

@@ -4,7 +4,7 @@
 //   mode 1 (2xint4): acc += (a[3:0] * b[3:0]) << sh[1:0] + (a[7:4] * b[7:4]) << sh[3:2]   (two MACs per cycle)
 //   mode 2 (log2):   acc += code > LOG_TOP ? 0 : b << (LOG_TOP - code), code = a[3:0]      (log2 softmax x V)
 // sh is FQ-ViT's power-of-two factor (PTF) of the reduction index, applied to the product. Operands are signed;
-// a and sh move right, b moves down, one register per PE. Widths follow DESIGN.md's integer conventions.
+// a and sh move right, b moves down, one register per PE. Widths follow docs/numerics.md.
 module mac_pe #(
     parameter integer A_W = 8,
     parameter integer B_W = 8,

@@ -1,4 +1,4 @@
-// Per-column shifter requantizer with bias (DESIGN.md numeric conventions; P^2-ViT's shifter array):
+// Per-column shifter requantizer with bias (docs/numerics.md rounding; P^2-ViT's shifter array):
 //   acc = sat_ACC(x + bias);  y = clamp((acc + (1 << (s-1))) >>> s, qmin, qmax) for s > 0,  acc <<< -s for s <= 0.
 // Round half up, arithmetic shift; hwsim.kernels.requant is the golden model. Shifts range over -16..47.
 module shift_requant #(

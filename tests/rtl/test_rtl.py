@@ -8,6 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from hwsim.arch import load_hardware, with_array
+from hwsim.cost import cost
 from hwsim.executor import quantize_input, run
 from rtl.layers import GEMM_KINDS, block_jobs
 from rtl.runner import SIMULATORS, SRC, run_gemm_jobs, run_pe_vectors
@@ -45,14 +47,20 @@ def test_pe_and_requantizer_vectors_full_count(sim, tmp_path):
 @pytest.mark.parametrize("sim", SIMULATORS)
 @pytest.mark.parametrize("array", [(8, 8), (16, 16)])
 @pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
-def test_block_gemms_bit_exact_with_model_cycles(sim, array, bits, block_jobs_by_bits):
+def test_block_gemms_bit_exact_with_model_cycles(sim, array, bits, block_jobs_by_bits, p2vit_programs):
     jobs = block_jobs_by_bits[bits]
     assert {j.name.split(".")[3] for j in jobs} == set(GEMM_KINDS)
     results = run_gemm_jobs(jobs, sim, *array)
     assert len(results) == len(jobs)
-    for r in results:
+    rtl_by_op: dict[str, int] = {}
+    for job, r in zip(jobs, results):
         assert r["bit_exact"], r
         assert r["cycles_equal_per_tile"] and r["rtl_cycles"] == r["model_cycles"], r
+        op = job.name.split(".head")[0]
+        rtl_by_op[op] = rtl_by_op.get(op, 0) + r["rtl_cycles"]
+    # the whole-program cost model prices each of these ops (all heads of a MatMul) at exactly the RTL's cycles
+    priced = {o.name: o.compute_cycles for o in cost(p2vit_programs[bits], with_array(load_hardware(), *array)).ops}
+    assert rtl_by_op == {op: priced[op] for op in rtl_by_op}
 
 
 def test_a_wrong_expected_value_is_caught(block_jobs_by_bits):
@@ -95,6 +103,8 @@ def test_softmax_unit_on_real_attention_rows(sim, bits, p2vit_programs, fmnist_t
     r = run_softmax_job(softmax_job(program, trace, 0), sim)
     assert r["bit_exact"], r
     assert r["cycles_equal_per_row"] and r["rtl_cycles"] == r["model_cycles"], r
+    one_unit = load_hardware(None, {"units.softmax": 1})
+    assert r["rtl_cycles"] == next(o for o in cost(program, one_unit).ops if o.name == r["name"]).compute_cycles
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
@@ -125,6 +135,8 @@ def test_layernorm_unit_on_real_rows(sim, bits, p2vit_programs, fmnist_test):
     r = run_layernorm_job(layernorm_job(program, trace, "blocks.0.norm2"), sim)
     assert r["bit_exact"], r
     assert r["cycles_equal_per_row"] and r["rtl_cycles"] == r["model_cycles"], r
+    one_unit = load_hardware(None, {"units.layernorm": 1})
+    assert r["rtl_cycles"] == next(o for o in cost(program, one_unit).ops if o.name == "blocks.0.norm2").compute_cycles
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)

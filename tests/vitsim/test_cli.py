@@ -31,6 +31,12 @@ def test_quantize_and_simulate_json(tmp_path, capsys):
     s = json.loads(capsys.readouterr().out)
     assert {"top1", "agreement", "images_per_s", "overflows", "n"} <= set(s)
     assert s["n"] == 200 and s["top1"] == r["int_top1"] and s["agreement"] == r["agreement"] and "warning" not in s
+    assert main(["cost", str(out), "--hw", "edge-8x8", "--set", "units.softmax=2", "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)
+    assert c["hw"] == "edge-8x8" and c["totals"]["cycles"] >= c["totals"]["compute_cycles"] > 0
+    assert {o["name"] for o in c["ops"]} >= {"blocks.0.attn.qkv", "blocks.0.attn.softmax", "head"}
+    bad = run_cli("cost", str(out), "--set", "memory.dram_bytes_per_cycle=0")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "dram_bytes_per_cycle" in bad.stderr
 
 
 @pytest.mark.parametrize("args,message", [
