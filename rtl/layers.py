@@ -144,3 +144,22 @@ def layernorm_job(program: Program, trace: dict[str, np.ndarray], name: str, ima
     p = {r: program.constants[op.params[r]].astype(np.int64) for r in ("gamma", "beta", "shift")}
     return LayerNormJob(name, x.reshape(-1, x.shape[-1]), p["gamma"], p["beta"], p["shift"], spec.qmin, spec.qmax,
                         trace[op.outputs[0]][image].reshape(-1, x.shape[-1]))
+
+
+@dataclass
+class GeluJob:
+    name: str
+    x: np.ndarray       # [rows, n] integer inputs
+    frac_bits: int
+    sig_bits: int
+    out: np.ndarray     # hwsim: [rows, n] products x * sigmoid code
+
+
+def gelu_job(program: Program, trace: dict[str, np.ndarray], name: str, image: int = 0) -> GeluJob:
+    """The GELU op ``name`` (e.g. blocks.0.mlp.act) of one traced image, with hwsim's output."""
+    op = program.op(name)
+    x = trace[op.inputs[0]][image]
+    if program.tensors[op.inputs[0]].bits > 16 or program.tensors[op.outputs[0]].bits > 32:
+        raise RtlUnsupported(f"{name}: the RTL GELU unit takes inputs of up to 16 bits and writes 32-bit products")
+    return GeluJob(name, x.reshape(-1, x.shape[-1]), int(op.attrs["frac_bits"]), int(op.attrs.get("sig_bits", 8)),
+                   trace[op.outputs[0]][image].reshape(-1, x.shape[-1]))

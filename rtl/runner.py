@@ -19,6 +19,14 @@ SRC = Path(__file__).parent / "src"
 SIMULATORS = ("icarus", "verilator")
 DEFAULT_BUILD_ROOT = Path(os.environ.get("VITSIM_SIM_BUILD", Path.cwd() / "sim_build"))
 GEMM_SOURCES = ("mac_pe.v", "systolic_array.v", "shift_requant.v", "gemm_engine.v")
+# Each top module and the modules it instantiates (lint, synthesis and simulation builds read this one table).
+DEPENDENCIES = {"mac_pe": [], "shift_requant": [], "shift_exp": [], "softmax_unit": ["shift_exp"],
+                "layernorm_unit": [], "gelu_unit": ["shift_exp"], "systolic_array": ["mac_pe"],
+                "pe_harness": ["mac_pe", "shift_requant"], "gemm_engine": ["mac_pe", "systolic_array", "shift_requant"]}
+
+
+def sources(top: str) -> tuple[str, ...]:
+    return tuple(f"{m}.v" for m in DEPENDENCIES[top] + [top])
 
 
 class SimulatorMissing(RuntimeError):
@@ -156,7 +164,7 @@ def run_pe_vectors(sim: str = "verilator", n_random: int = 100_000, seed: int = 
 def _run_unit(toplevel: str, params: dict[str, int], sim: str, test_module: str, arrays: dict[str, np.ndarray],
               manifest: dict[str, Any], build_root: Path | None, seed: int) -> dict[str, Any]:
     """Build ``toplevel`` alone, hand ``arrays`` and ``manifest`` to ``test_module``, return its results JSON."""
-    runner, build_dir = _build(sim, toplevel, (f"{toplevel}.v",), params, Path(build_root or DEFAULT_BUILD_ROOT), False)
+    runner, build_dir = _build(sim, toplevel, sources(toplevel), params, Path(build_root or DEFAULT_BUILD_ROOT), False)
     run_dir = build_dir / f"run_{os.getpid()}_{time.time_ns()}"
     run_dir.mkdir(parents=True)
     np.savez(run_dir / "data.npz", **arrays)
@@ -188,3 +196,10 @@ def run_layernorm_job(job, sim: str = "verilator", build_root: Path | None = Non
     arrays = {"x": job.x, "gamma": job.gamma, "beta": job.beta, "shift": job.shift, "out": job.out}
     return _run_unit("layernorm_unit", params, sim, "rtl.tb_layernorm", arrays,
                      {"name": job.name, "qmin": job.qmin, "qmax": job.qmax}, build_root, seed)
+
+
+def run_gelu_job(job, sim: str = "verilator", build_root: Path | None = None, seed: int = 1) -> dict[str, Any]:
+    """Run GELU rows through gelu_unit; returns bit_exact and cycles (RTL and model)."""
+    params = {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1)))}
+    return _run_unit("gelu_unit", params, sim, "rtl.tb_gelu", {"x": job.x, "out": job.out},
+                     {"name": job.name, "frac_bits": job.frac_bits, "sig_bits": job.sig_bits}, build_root, seed)

@@ -11,10 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from rtl.runner import SRC
-
-DEPENDENCIES = {"mac_pe": [], "shift_requant": [], "softmax_unit": [], "layernorm_unit": [], "systolic_array": ["mac_pe"], "pe_harness": ["mac_pe", "shift_requant"],
-                "gemm_engine": ["mac_pe", "systolic_array", "shift_requant"]}
+from rtl.runner import DEPENDENCIES, SRC
 
 
 def synth_report(top: str, params: dict[str, int] | None = None, timeout: int = 1200) -> dict[str, int]:

@@ -13,10 +13,10 @@ from hwsim.cost import cost
 from hwsim.cost.energy import gemm_activity, gemm_energy_pj
 from hwsim.executor import quantize_input, run
 from hwsim.ir import load
-from rtl.layers import GEMM_KINDS, GemmJob, block_jobs, layernorm_job, softmax_job
-from rtl.runner import run_gemm_jobs, run_layernorm_job, run_softmax_job
+from rtl.layers import GEMM_KINDS, GemmJob, block_jobs, gelu_job, layernorm_job, softmax_job
+from rtl.runner import run_gelu_job, run_gemm_jobs, run_layernorm_job, run_softmax_job
 
-UNIT_KINDS = ("softmax", "norm1", "norm2")
+UNIT_KINDS = ("softmax", "norm1", "norm2", "gelu")
 LAYERS = GEMM_KINDS + UNIT_KINDS
 
 
@@ -70,6 +70,8 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
         t0 = time.perf_counter()
         if kind == "softmax":
             r = run_softmax_job(softmax_job(program, trace, block), sim)
+        elif kind == "gelu":
+            r = run_gelu_job(gelu_job(program, trace, f"blocks.{block}.mlp.act"), sim)
         else:
             r = run_layernorm_job(layernorm_job(program, trace, f"blocks.{block}.{kind}"), sim)
         unit = unit_costs[r["name"]]

@@ -70,11 +70,12 @@ def softmax_row_cycles(n: int) -> int:
     return 3 * n + 1
 
 
-GELU_PIPELINE_DEPTH = 28  # shift-add z, shift exponential, a 24-stage pipelined divider, sign select and product
+GELU_PIPELINE_DEPTH = 17  # rtl/src/gelu_unit.v: stage 0 (z, exponential), 16 divider stages, the product's write
 
 
 def gelu_row_cycles(n: int) -> int:
-    """A GELU unit streams one element per cycle through a GELU_PIPELINE_DEPTH-stage pipeline, plus 1 to finish."""
+    """rtl/src/gelu_unit.v: n feed cycles (one element per cycle), GELU_PIPELINE_DEPTH cycles until the last product
+    is written, and 1 to finish the row."""
     return n + GELU_PIPELINE_DEPTH + 1
 
 

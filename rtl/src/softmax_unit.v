@@ -2,7 +2,7 @@
 // code (Lin et al., IJCAI 2022), as P^2-ViT uses; the same integers as hwsim.kernels.softmax (log2 mode, 4-bit codes).
 // Per row of n logits (FRAC fractional bits, runtime):
 //   pass 1 (n cycles): m = max_j x_j
-//   pass 2 (n cycles): E_j = exp_shift(x_j - m), S = sum E_j        (shift-add log2(e), linear 2^-frac, F = 15)
+//   pass 2 (n cycles): E_j = exp_shift(x_j - m), S = sum E_j        (shift_exp.v: shift-add log2(e), linear 2^-frac, F = 15)
 //   pass 3 (n cycles): l = max{l : E_j 2^l <= S}; code = l + [128 S >= 181 E_j 2^l] (round(log2(S / E_j)) with
 //                      sqrt(2) ~ 181/128, as hwsim; no divider); E_j = 0 or code > 14 give 15 (the zero code)
 //   1 cycle to finish the row:  cycles per row = 3n + 1 (hwsim.cost.cycles.softmax_row_cycles).
@@ -43,25 +43,6 @@ module softmax_unit #(
     end
 `endif
 
-    // 2^F * e^(d / 2^frac) for d <= 0, as hwsim.kernels.shiftexp.exp_shift.
-    /* verilator lint_off UNUSEDSIGNAL */  // part's top bits are zero by construction (r < 2^frac)
-    function [F:0] exp_shift;
-        input signed [X_W+1:0] d;
-        input [4:0] f;
-        reg signed [X_W+3:0] dx, t;
-        reg [X_W+3:0] u, q, r, part;
-        begin
-            dx = {{2{d[X_W+1]}}, d};  // sign-extended and held signed, so >>> below is an arithmetic (floor) shift
-            t = dx + (dx >>> 1) - (dx >>> 4);
-            u = -t;
-            q = u >> f;
-            r = u - (q << f);
-            part = (f >= 5'd14) ? (r >> (f - 5'd14)) : (r << (5'd14 - f));
-            exp_shift = (q > 20'd15) ? {(F+1){1'b0}} : ((16'd32768 - part[F:0]) >> q[4:0]);
-        end
-    endfunction
-    /* verilator lint_on UNUSEDSIGNAL */
-
     function [5:0] msb;
         input [39:0] v;
         integer b;
@@ -100,6 +81,8 @@ module softmax_unit #(
     reg signed [X_W-1:0] m;
     reg [39:0] sum;
     wire signed [X_W-1:0] x_j = x_mem[base + j[ADDR_W-1:0]];
+    wire [F:0] e_j;  // 2^F e^((x_j - m) / 2^frac), as hwsim.kernels.shiftexp.exp_shift
+    shift_exp #(.D_W(X_W + 2)) exp_j (.d({{2{x_j[X_W-1]}}, x_j} - {{2{m[X_W-1]}}, m}), .f(frac), .e(e_j));
 
     always @(posedge clk) begin : control
         done <= 1'b0;
@@ -126,8 +109,8 @@ module softmax_unit #(
                 end
                 S_EXP: begin
                     cycles <= cycles + 1;
-                    e_mem[j[E_AW-1:0]] <= exp_shift({{2{x_j[X_W-1]}}, x_j} - {{2{m[X_W-1]}}, m}, frac);
-                    sum <= sum + {{(39-F){1'b0}}, exp_shift({{2{x_j[X_W-1]}}, x_j} - {{2{m[X_W-1]}}, m}, frac)};
+                    e_mem[j[E_AW-1:0]] <= e_j;
+                    sum <= sum + {{(39-F){1'b0}}, e_j};
                     if (j == n32 - 1) begin
                         j <= 32'd0;
                         state <= S_LOG;

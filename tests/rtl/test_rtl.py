@@ -12,11 +12,9 @@ from hwsim.arch import load_hardware, with_array
 from hwsim.cost import cost
 from hwsim.executor import quantize_input, run
 from rtl.layers import GEMM_KINDS, block_jobs
-from rtl.runner import SIMULATORS, SRC, run_gemm_jobs, run_pe_vectors
+from rtl.runner import DEPENDENCIES, SIMULATORS, SRC, run_gemm_jobs, run_pe_vectors
 
 pytestmark = pytest.mark.rtl
-MODULES = {"mac_pe": [], "shift_requant": [], "softmax_unit": [], "layernorm_unit": [], "systolic_array": ["mac_pe"], "pe_harness": ["mac_pe", "shift_requant"],
-           "gemm_engine": ["mac_pe", "systolic_array", "shift_requant"]}
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +70,11 @@ def test_a_wrong_expected_value_is_caught(block_jobs_by_bits):
     assert r["first_mismatch"]["index"] == [3, 5] and r["first_mismatch"]["rtl_out"] == job.out[3, 5] - 1
 
 
-@pytest.mark.parametrize("top", sorted(MODULES))
+@pytest.mark.parametrize("top", sorted(DEPENDENCIES))
 def test_verilator_lint_is_clean(top):
     verilator = shutil.which("verilator")
     assert verilator, "verilator not on PATH (make setup)"
-    files = [SRC / f"{m}.v" for m in [top] + MODULES[top]]
+    files = [SRC / f"{m}.v" for m in [top] + DEPENDENCIES[top]]
     res = subprocess.run([verilator, "--lint-only", "-Wall", "--top-module", top, *map(str, files)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
 
@@ -84,7 +82,8 @@ def test_verilator_lint_is_clean(top):
 @pytest.mark.parametrize("top,params", [("mac_pe", {}), ("shift_requant", {}), ("systolic_array", {"R": 4, "C": 4}),
                                         ("gemm_engine", {"R": 2, "C": 2, "ADDR_W": 4}),
                                         ("softmax_unit", {"ADDR_W": 6, "N_MAX": 16}),
-                                        ("layernorm_unit", {"ADDR_W": 6, "C_MAX": 16})])
+                                        ("layernorm_unit", {"ADDR_W": 6, "C_MAX": 16}),
+                                        ("gelu_unit", {"ADDR_W": 6})])
 def test_yosys_synthesizes(top, params):
     from rtl.synth import synth_cells
 
@@ -154,4 +153,33 @@ def test_layernorm_unit_on_random_rows(sim):
     out = np.empty_like(x)
     layernorm_int(x, gamma, beta, shift, -128, 127, out)
     r = run_layernorm_job(LayerNormJob("random", x, gamma, beta, shift, -128, 127, out), sim)
+    assert r["bit_exact"] and r["cycles_equal_per_row"], r
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
+def test_gelu_unit_on_real_rows(sim, bits, p2vit_programs, fmnist_test):
+    from rtl.layers import gelu_job
+    from rtl.runner import run_gelu_job
+
+    program = p2vit_programs[bits]
+    trace = run(program, quantize_input(program, fmnist_test[0][:1]), trace=True).trace
+    r = run_gelu_job(gelu_job(program, trace, "blocks.0.mlp.act"), sim)
+    assert r["bit_exact"], r
+    assert r["cycles_equal_per_row"] and r["rtl_cycles"] == r["model_cycles"], r
+    one_unit = load_hardware(None, {"units.gelu": 1})
+    assert r["rtl_cycles"] == next(o for o in cost(program, one_unit).ops if o.name == "blocks.0.mlp.act").compute_cycles
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("frac,sig", [(12, 8), (6, 15), (14, 1)])
+def test_gelu_unit_on_every_16_bit_input(sim, frac, sig):
+    from hwsim.kernels.gelu import gelu_int
+    from rtl.layers import GeluJob
+    from rtl.runner import run_gelu_job
+
+    x = np.arange(-2**15, 2**15, dtype=np.int64).reshape(256, 256)
+    out = np.empty_like(x)
+    gelu_int(x, frac, sig, out)
+    r = run_gelu_job(GeluJob("every input", x, frac, sig, out), sim)
     assert r["bit_exact"] and r["cycles_equal_per_row"], r
