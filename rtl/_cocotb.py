@@ -11,6 +11,10 @@ import cocotb
 async def load_run_dump(dut, run_signal: str = "run") -> None:
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value, dut.load.value, dut.dump.value = 1, 0, 0
+    if hasattr(dut, "host_we"):  # the units' host port stays idle: files load the buffers
+        dut.host_we.value, dut.host_addr.value, dut.host_wdata.value = 0, 0, 0
+        if hasattr(dut, "host_sel"):
+            dut.host_sel.value = 0
     getattr(dut, run_signal).value = 0
     await RisingEdge(dut.clk)
     dut.rst.value, dut.load.value = 0, 1

@@ -1,4 +1,4 @@
-"""The ``vitsim`` command line: train, eval, quantize, simulate, cost, verify, demo.
+"""The ``vitsim`` command line: train, eval, quantize, simulate, cost, explore, verify, demo.
 
 Every command prints a readable summary, or with ``--json`` exactly one JSON object on stdout; progress bars go to
 stderr. Errors are one clear line on stderr and exit status 2 (bad input) or 1 (a check failed).
@@ -101,6 +101,8 @@ def _cost_lines(r: dict[str, Any], show_all: bool) -> list[str]:
     total_pj = sum(t["energy_pj"].values()) or 1.0
     lines += [f"total: {t['cycles']} cycles ({t['latency_ms']:.3f} ms at {t['clock_mhz']:g} MHz), {t['stall_cycles']} stall "
               f"cycles, DRAM {t['dram_bytes'] / 1024:.1f} KB, {t['macs'] / 1e6:.2f} M MACs, energy {t['energy_uj']:.2f} uJ",
+              f"area:    {t['area_mm2']:.3f} mm^2 of logic (" + ", ".join(f"{k} {v / 1e6:.3f}" for k, v in t["area_um2"].items()
+                                                                 if k != "total") + "; SRAM not included)",
               "energy:  " + ", ".join(f"{k} {v / 1e6:.2f} uJ ({100 * v / total_pj:.0f} %)" for k, v in t["energy_pj"].items()),
               "cycles:  " + ", ".join(f"{k} {v} ({100 * v / max(t['cycles'], 1):.0f} %)"
                                       for k, v in t["cycles_by_unit"].items() if v)]
@@ -116,6 +118,28 @@ def cmd_cost(args: argparse.Namespace) -> int:
     result = cost(program, load_hardware(args.hw, args.set)).to_json()
     result["program"] = args.program
     _emit(result, args.json, lambda r: _cost_lines(r, args.all))
+    return 0
+
+
+def _explore_lines(r: dict[str, Any]) -> list[str]:
+    lines = [f"{r['model']} {r['method']}: {r['configurations']} points on {r['n']} test images in {r['seconds']} s",
+             f"{'config':<22} {'hardware':<10} {'top-1':>8} {'energy uJ':>10} {'latency ms':>11}  Pareto (energy)"]
+    for p in sorted(r["points"], key=lambda p: (p["hw"], p["energy_uj"])):
+        lines.append(f"{p['config']:<22} {p['hw']:<10} {100 * p['top1']:>7.2f}% {p['energy_uj']:>10.3f} {p['latency_ms']:>11.4f}"
+                     f"  {'*' if p['pareto_energy'] else ''}")
+    for s in r["searches"]:
+        lines.append(f"{s['search']} search on {s['hw']}: {s['budget']} -> {s['budget_value']:.4g}; map {s['map']}")
+    lines.append(f"report: {r['report']}  (points: {r['csv']})")
+    return lines
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from vitsim.explore import explore
+
+    r = explore(args.model, args.method, args.wbits, args.abits, args.hw, args.out, args.mp_search, args.budget,
+                args.limit, args.calib, args.held_out, args.seed, args.data, progress=not args.json,
+                hw_overrides=args.set)
+    _emit(r, args.json, _explore_lines)
     return 0
 
 
@@ -218,6 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cost)
 
+    p = sub.add_parser("explore", help="bit-widths x hardware: integer accuracy and cost, Pareto plots, HTML report",
+                       formatter_class=fmt)
+    p.add_argument("--model", default="deit_fmnist")
+    p.add_argument("--method", choices=["minmax", "p2vit"], default="p2vit")
+    p.add_argument("--wbits", type=int, nargs="+", default=[3, 4, 5, 6, 8], help="uniform weight widths of the grid")
+    p.add_argument("--abits", type=int, nargs="+", default=[4, 5, 6, 8], help="uniform activation widths of the grid")
+    p.add_argument("--hw", nargs="+", default=["edge-8x8", "16x16", "32x32"], help="hardware presets or YAML files")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of every --hw")
+    p.add_argument("--mp-search", choices=["greedy", "c2f"], default=None,
+                   help="also search a mixed-precision map per hardware (needs --budget)")
+    p.add_argument("--budget", default=None, help="energy=UJ, latency=MS or bits=AVG; a value like W4A4 means that "
+                                                  "uniform configuration's figure on each hardware")
+    p.add_argument("--limit", type=_positive, default=2000, help="test images for accuracy (a fixed subset)")
+    p.add_argument("--calib", type=_positive, default=256, help="calibration images (training set)")
+    p.add_argument("--held-out", type=_positive, default=512, help="held-out training images for search fitness")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="fmnist or a class-folder dataset (default: the model's)")
+    p.add_argument("--out", required=True, help="output folder (points.csv, plots, report.html, maps)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_explore)
+
     p = sub.add_parser("verify", help="check GEMM layers on the RTL against hwsim (bit-exact, equal cycles)",
                        formatter_class=fmt)
     p.add_argument("program")
@@ -252,10 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     from quant.parts import QuantError
     from rtl.layers import RtlUnsupported
     from rtl.runner import SimulatorMissing
+    from quant.search.greedy import SearchError
     from vitsim.verify import VerifyError
 
     user_errors = (ProgramError, CheckpointError, DatasetError, FolderError, QuantError, UnknownModel, ConfigError,
-                   InputMismatch, RtlUnsupported, VerifyError, SimulatorMissing, CostError, FileNotFoundError)
+                   InputMismatch, RtlUnsupported, VerifyError, SimulatorMissing, CostError, SearchError,
+                   FileNotFoundError)
 
     try:
         return args.func(args)

@@ -1,12 +1,14 @@
 """Whole-program cost: every op of an integer program priced on a hardware configuration through the ``cost`` hook
 its kind registered (hwsim.cost.pricing states the model), with Requants fused into the unit that produces their
-input, and totals: cycles, latency at the clock, DRAM traffic, energy by part, MACs.
+input, and totals: cycles, latency at the clock, DRAM traffic, energy by part, MACs, and the configuration's area
+(hwsim.cost.area).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from hwsim.arch import HardwareConfig, load_hardware
+from hwsim.cost.area import area_um2
 from hwsim.cost.pricing import ENERGY_PARTS, OpCost, PriceContext, packed_bytes
 from hwsim.ir.schema import Op, Program
 
@@ -53,7 +55,8 @@ class ProgramCost:
         return out
 
     def totals(self) -> dict:
-        return {"cycles": self.cycles, "compute_cycles": self.compute_cycles, "stall_cycles": self.cycles - self.compute_cycles,
+        area = area_um2(self.hw)
+        return {"area_mm2": round(area["total"] / 1e6, 4), "area_um2": {k: round(v, 1) for k, v in area.items()},"cycles": self.cycles, "compute_cycles": self.compute_cycles, "stall_cycles": self.cycles - self.compute_cycles,
                 "latency_ms": round(self.latency_ms, 6), "clock_mhz": self.hw.clock_mhz, "dram_bytes": self.dram_bytes,
                 "macs": sum(o.macs for o in self.ops), "energy_uj": round(self.energy_uj, 6),
                 "energy_pj": {k: round(v, 1) for k, v in self.energy_pj.items()}, "cycles_by_unit": self.by_unit()}

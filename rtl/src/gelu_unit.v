@@ -8,6 +8,8 @@
 // Per row of n elements: n feed cycles, 17 cycles until the last product is written, 1 to finish:
 // cycles per row = n + 18 (hwsim.cost.cycles.gelu_row_cycles). `run` processes `rows` rows of x.hex back to back;
 // products go to out.hex and per-row cycle counts to rows.hex on `dump`.
+// Host port: host_we writes host_wdata to the input buffer at host_addr and host_rdata reads the output buffer
+// there. Testbenches load and dump files instead; the port keeps the datapath observable, so synthesis keeps it.
 module gelu_unit #(
     parameter integer X_W = 16,
     parameter integer OUT_W = 32,
@@ -22,6 +24,10 @@ module gelu_unit #(
     input  wire [15:0] rows,
     input  wire [4:0]  frac,
     input  wire [3:0]  sig_bits,
+    input  wire              host_we,
+    input  wire [ADDR_W-1:0] host_addr,
+    input  wire [X_W-1:0]    host_wdata,
+    output wire [OUT_W-1:0]  host_rdata,
     output reg         done
 );
     localparam integer DEPTH = 1 << ADDR_W;
@@ -31,6 +37,11 @@ module gelu_unit #(
     reg [X_W-1:0]   x_mem   [0:DEPTH-1];
     reg [OUT_W-1:0] out_mem [0:DEPTH-1];
     reg [31:0]      row_mem [0:DEPTH-1];
+
+    always @(posedge clk) begin : host_port
+        if (host_we) x_mem[host_addr] <= host_wdata;
+    end
+    assign host_rdata = out_mem[host_addr];
 
 `ifndef SYNTHESIS
     always @(posedge clk) begin : sim_files

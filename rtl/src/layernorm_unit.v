@@ -8,6 +8,8 @@
 //   1 cycle to finish:  cycles per row = 3c + 133 (hwsim.cost.cycles.layernorm_row_cycles).
 // `run` processes `rows` rows of x.hex back to back; parameters come from gamma.hex, beta.hex, shift.hex; outputs go
 // to out.hex and per-row cycle counts to rows.hex on `dump`.
+// Host port: host_we writes host_wdata to the input buffer at host_addr and host_rdata reads the output buffer
+// there. Testbenches load and dump files instead; the port keeps the datapath observable, so synthesis keeps it.
 module layernorm_unit #(
     parameter integer X_W = 16,
     parameter integer OUT_W = 16,
@@ -23,6 +25,11 @@ module layernorm_unit #(
     input  wire [15:0]             rows,
     input  wire signed [OUT_W-1:0] qmin,
     input  wire signed [OUT_W-1:0] qmax,
+    input  wire                    host_we,
+    input  wire [1:0]              host_sel,   // 0: x, 1: gamma, 2: beta, 3: shift
+    input  wire [ADDR_W-1:0]       host_addr,
+    input  wire [63:0]             host_wdata,
+    output wire [OUT_W-1:0]        host_rdata,
     output reg                     done
 );
     localparam integer DEPTH = 1 << ADDR_W;
@@ -37,6 +44,19 @@ module layernorm_unit #(
     reg [15:0]      gamma_mem [0:C_MAX-1];
     reg [63:0]      beta_mem  [0:C_MAX-1];
     reg [7:0]       shift_mem [0:C_MAX-1];
+
+    wire [C_AW-1:0] host_c = host_addr[C_AW-1:0];
+    always @(posedge clk) begin : host_port
+        if (host_we) begin
+            case (host_sel)
+                2'd0: x_mem[host_addr] <= host_wdata[X_W-1:0];
+                2'd1: gamma_mem[host_c] <= host_wdata[15:0];
+                2'd2: beta_mem[host_c] <= host_wdata;
+                default: shift_mem[host_c] <= host_wdata[7:0];
+            endcase
+        end
+    end
+    assign host_rdata = out_mem[host_addr];
 
 `ifndef SYNTHESIS
     always @(posedge clk) begin : sim_files

@@ -9,7 +9,9 @@ module mac_pe #(
     parameter integer A_W = 8,
     parameter integer B_W = 8,
     parameter integer ACC_W = 32,
-    parameter integer LOG_TOP = 14
+    parameter integer LOG_TOP = 14,
+    parameter integer INT4X2 = 1,  // the PE has the packed 2 x int4 mode (area: two 4 x 4 multipliers)
+    parameter integer LOG2 = 1     // the PE has the log2 mode (area: a barrel shifter); a missing mode adds nothing
 ) (
     input  wire                    clk,
     input  wire                    clear,
@@ -35,13 +37,14 @@ module mac_pe #(
         p_full = {P_W{1'b0}};
         p_lo = 8'sd0;
         p_hi = 8'sd0;
+        product = {ACC_W{1'b0}};  // a mode the PE lacks contributes nothing (and infers no latch)
         case (mode)
-            2'd1: begin
+            2'd1: if (INT4X2 != 0) begin
                 p_lo = $signed(a_in[3:0]) * $signed(b_in[3:0]);
                 p_hi = $signed(a_in[7:4]) * $signed(b_in[7:4]);
                 product = ({{(ACC_W-8){p_lo[7]}}, p_lo} <<< sh_in[1:0]) + ({{(ACC_W-8){p_hi[7]}}, p_hi} <<< sh_in[3:2]);
             end
-            2'd2: product = (code > LOG_TOP[3:0]) ? {ACC_W{1'b0}} : ({{(ACC_W-B_W){b_in[B_W-1]}}, b_in} <<< log_shift);
+            2'd2: if (LOG2 != 0) product = (code > LOG_TOP[3:0]) ? {ACC_W{1'b0}} : ({{(ACC_W-B_W){b_in[B_W-1]}}, b_in} <<< log_shift);
             default: begin
                 p_full = a_in * b_in;
                 product = {{(ACC_W-P_W){p_full[P_W-1]}}, p_full} <<< sh_in[1:0];

@@ -8,6 +8,8 @@
 //   1 cycle to finish the row:  cycles per row = 3n + 1 (hwsim.cost.cycles.softmax_row_cycles).
 // `run` processes `rows` rows of x.hex (row-major, n per row) back to back; codes go to out.hex, per-row cycle
 // counts to rows.hex on `dump`.
+// Host port: host_we writes host_wdata to the input buffer at host_addr and host_rdata reads the output buffer
+// there. Testbenches load and dump files instead; the port keeps the datapath observable, so synthesis keeps it.
 module softmax_unit #(
     parameter integer X_W = 16,
     parameter integer ADDR_W = 14,
@@ -21,6 +23,10 @@ module softmax_unit #(
     input  wire [15:0]       n,
     input  wire [15:0]       rows,
     input  wire [4:0]        frac,
+    input  wire              host_we,
+    input  wire [ADDR_W-1:0] host_addr,
+    input  wire [X_W-1:0]    host_wdata,
+    output wire [3:0]        host_rdata,
     output reg               done
 );
     localparam integer F = 15;
@@ -32,6 +38,11 @@ module softmax_unit #(
     reg [3:0]     out_mem [0:DEPTH-1];
     reg [31:0]    row_mem [0:DEPTH-1];
     reg [F:0]     e_mem   [0:N_MAX-1];
+
+    always @(posedge clk) begin : host_port
+        if (host_we) x_mem[host_addr] <= host_wdata;
+    end
+    assign host_rdata = out_mem[host_addr];
 
 `ifndef SYNTHESIS
     always @(posedge clk) begin : sim_files

@@ -141,3 +141,27 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
     bad.write_text("array: {rows: 8, colums: 8}\n")
     with pytest.raises(ConfigError, match="colums"):
         load_hardware(bad)
+
+
+def test_area_follows_the_array_and_the_pe_modes():
+    from hwsim.cost.area import area_um2
+
+    base = area_um2(load_hardware("16x16"))
+    wide = area_um2(load_hardware("16x16", {"array.cols": 32}))
+    lean = area_um2(load_hardware("16x16", {"array.pe_modes": ["int8"]}))
+    assert wide["array"] == pytest.approx(2 * base["array"]) and wide["requant"] == pytest.approx(2 * base["requant"])
+    assert lean["array"] < base["array"] and lean["softmax"] == base["softmax"]
+    assert base["total"] == pytest.approx(sum(v for k, v in base.items() if k != "total"))
+
+
+def test_a_rebitted_program_prices_as_the_program_lowered_at_those_bits(p2vit_programs):
+    from hwsim.cost.rebit import with_bits
+
+    w8, w4 = p2vit_programs[(8, 8)], p2vit_programs[(4, 4)]
+    hw = load_hardware("edge-8x8")
+    rebitted, lowered = cost(with_bits(w8, w4.metadata["bits"]), hw), cost(w4, hw)
+    assert [(o.name, o.cycles, o.dram_read_bytes, o.dram_write_bytes, o.mode) for o in rebitted.ops] == \
+           [(o.name, o.cycles, o.dram_read_bytes, o.dram_write_bytes, o.mode) for o in lowered.ops]
+    assert rebitted.energy_uj == pytest.approx(lowered.energy_uj, rel=0.02)  # PTF shift counts differ slightly
+    with pytest.raises(KeyError, match="no layers"):
+        with_bits(w8, {"blocks.0.attn.qkvv": {"wbits": 4}})

@@ -183,3 +183,15 @@ def test_gelu_unit_on_every_16_bit_input(sim, frac, sig):
     gelu_int(x, frac, sig, out)
     r = run_gelu_job(GeluJob("every input", x, frac, sig, out), sim)
     assert r["bit_exact"] and r["cycles_equal_per_row"], r
+
+
+def test_area_table_matches_synthesis_of_every_pe_variant():
+    """hwsim/configs/area.yaml is what `make area` writes: a PE edited without regenerating it fails here."""
+    from hwsim.cost.area import area_table
+    from rtl.synth import PE_VARIANTS, area_entry
+
+    table = area_table()
+    for modes, params in PE_VARIANTS.items():
+        assert table["pe"][modes] == area_entry("mac_pe", params), modes
+    cells = [table["pe"][m]["cells"] for m in ("int8", "int8+log2", "int8+int4x2", "int8+int4x2+log2")]
+    assert cells == sorted(cells) and len(set(cells)) == 4  # every operand mode costs area
