@@ -20,6 +20,7 @@ apt:
 	@missing=""; \
 	command -v iverilog >/dev/null || missing="$$missing iverilog"; \
 	command -v yosys >/dev/null || missing="$$missing yosys"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	[ -f $(FMNIST) ] || missing="$$missing dataset-fashion-mnist"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

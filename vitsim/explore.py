@@ -133,7 +133,7 @@ def explore(model: str, method: str, wbits: list[int], abits: list[int], hws: li
             t0 = time.perf_counter()
             if mp_search == "greedy":
                 config, trace = greedy_search(sensitivity, b)
-                history = [{"layer": s.layer, "kind": s.kind, "bits": s.bits, "budget_value": s.budget_value}
+                history = [{"layer": s.layer, "wbits": s.wbits, "abits": s.abits, "budget_value": s.budget_value}
                            for s in trace]
             else:
                 config, history = coarse_to_fine(sensitivity, b, seed=seed)

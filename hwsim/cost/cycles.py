@@ -15,6 +15,7 @@ MODE_INT8 = 0
 MODE_INT4X2 = 1
 MODE_LOG2 = 2
 MODE_NAMES = {MODE_INT8: "int8", MODE_INT4X2: "int4x2", MODE_LOG2: "log2"}
+PACKED_MAX_BITS = 4  # both operands at most this wide run two MACs per PE per cycle (int4x2)
 ALL_MODES = tuple(MODE_NAMES.values())
 
 
@@ -35,7 +36,7 @@ def gemm_schedule(a_bits: int, b_bits: int, a_log2_bits: int = 0, pe_modes: tupl
         if "log2" in pe_modes:
             return MODE_LOG2, math.ceil(b_bits / 8)
         a_bits = 2**a_log2_bits
-    if a_bits <= 4 and b_bits <= 4 and "int4x2" in pe_modes:
+    if a_bits <= PACKED_MAX_BITS and b_bits <= PACKED_MAX_BITS and "int4x2" in pe_modes:
         return MODE_INT4X2, 1
     return MODE_INT8, math.ceil(a_bits / 8) * math.ceil(b_bits / 8)
 

@@ -1,6 +1,8 @@
 """MPTQ-ViT's Greedy mixed precision (Tai et al., "MPTQ-ViT", 2024; no public code, our reading): start with every
-searchable layer at 8 bits and repeatedly lower the one (layer, weights or activations) step whose next-narrower width
-costs the least loss per unit of budget saved, until the configuration fits the budget.
+searchable layer at 8 bits and repeatedly take the step that costs the least loss per unit of budget saved, until the
+configuration fits the budget. A step lowers one layer's weights or activations to the next-narrower width, both by
+one width, or both to the array's packed width (hwsim.cost.cycles.PACKED_MAX_BITS): a latency budget on an array whose
+narrow mode needs both operands narrow saves nothing by one operand alone, and the joint steps cross that plateau.
 
 The loss change of a step comes from the measured single-layer sensitivities (quant.search.sensitivity); the budget
 saved is exact (quant.search.budget: average bits, or energy / latency from hwsim's cost model: hardware-aware).
@@ -11,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from hwsim.cost.cycles import PACKED_MAX_BITS
 from quant.search.budget import Budget
 from quant.search.sensitivity import Sensitivity
-from quant.search.space import Config
+from quant.search.space import Config, SearchSpace
 
 KINDS = ("wbits", "abits")
 
@@ -25,10 +28,25 @@ class SearchError(ValueError):
 @dataclass
 class GreedyStep:
     layer: str
-    kind: str
-    bits: int
+    wbits: int
+    abits: int
     budget_value: float
     estimated_loss_increase: float
+
+
+def _steps(space: SearchSpace, bits: dict[str, int]) -> list[dict[str, int]]:
+    """The widths one step can move a layer to (see the module docstring)."""
+    w, a = bits["wbits"], bits["abits"]
+    lw, la = space.lower(w), space.lower(a)
+    packed = max((b for b in space.choices if b <= PACKED_MAX_BITS), default=None)
+    moves = [{"wbits": lw, "abits": a}, {"wbits": w, "abits": la}, {"wbits": lw, "abits": la}]
+    if packed is not None:
+        moves.append({"wbits": min(w, packed), "abits": min(a, packed)})
+    out = []
+    for m in moves:
+        if m["wbits"] is not None and m["abits"] is not None and m != bits and m not in out:
+            out.append(m)
+    return out
 
 
 def greedy_search(sensitivity: Sensitivity, budget: Budget, on_step: Callable[[GreedyStep], None] | None = None
@@ -40,24 +58,21 @@ def greedy_search(sensitivity: Sensitivity, budget: Budget, on_step: Callable[[G
     while current > budget.limit * (1 + 1e-9):
         best, best_ratio = None, float("inf")
         for layer in space.layers:
-            for kind in KINDS:
-                bits = config[layer][kind]
-                lower = space.lower(bits)
-                if lower is None:
-                    continue
-                candidate = {**config, layer: {**config[layer], kind: lower}}
+            for move in _steps(space, config[layer]):
+                candidate = {**config, layer: move}
                 saved = current - budget.value(candidate)
                 if saved <= 0:
                     continue
-                loss = max(sensitivity.delta(layer, kind, lower) - sensitivity.delta(layer, kind, bits), 0.0)
+                loss = sum(max(sensitivity.delta(layer, k, move[k]) - sensitivity.delta(layer, k, config[layer][k]), 0.0)
+                           for k in KINDS)
                 ratio = (loss + 1e-6) / saved
                 if ratio < best_ratio:
-                    best, best_ratio = (candidate, layer, kind, lower), ratio
+                    best, best_ratio = (candidate, layer, move), ratio
         if best is None:
             raise SearchError(f"no configuration fits {budget.describe()}: the narrowest reaches {current:.4g}")
-        config, layer, kind, lower = best
+        config, layer, move = best
         current = budget.value(config)
-        steps.append(GreedyStep(layer, kind, lower, current, sensitivity.estimate(config)))
+        steps.append(GreedyStep(layer, move["wbits"], move["abits"], current, sensitivity.estimate(config)))
         if on_step is not None:
             on_step(steps[-1])
     return config, steps
