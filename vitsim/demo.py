@@ -1,7 +1,8 @@
 """``vitsim demo`` / ``make demo``: the end-to-end flow on the bundled deit_fmnist model, in a few minutes.
 
 float top-1 -> P^2-ViT quantization (W8A8, W4A4) and the min-max baseline at W4A4 -> integer programs on disk ->
-hwsim golden-model simulation with top-1 and agreement against fake-quant.
+hwsim golden-model simulation with top-1 and agreement against fake-quant -> a small exploration (4 uniform widths x
+2 hardware presets, accuracy from hwsim and cost from the cost model) with its HTML report.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vitsim.explore import explore
 from vitsim.pipelines import evaluate, make_recipe, quantize
 
 CONFIGS = (("p2vit", 8, 8), ("p2vit", 4, 4), ("minmax", 4, 4))
@@ -30,7 +32,14 @@ def run_demo(out_dir: str, limit: int | None = 2000, progress: bool = True) -> d
         rows.append(r)
         say(f"{method:>6} W{w}A{a}: fake-quant {100 * r['quant_top1']:.2f} %, integer (hwsim) {100 * r['int_top1']:.2f} %, "
             f"agreement {100 * r['agreement']:.2f} %, {r['images_per_s']} img/s -> {path}")
-    result = {"fp32": fp32, "quantized": rows, "seconds": round(time.perf_counter() - start, 1)}
+    ex = explore("deit_fmnist", "p2vit", [4, 8], [4, 8], ["edge-8x8", "16x16"], str(out / "explore"), limit=limit or 2000,
+                 progress=progress)
+    for p in sorted(ex["pareto"], key=lambda p: (p["hw"], p["energy_uj"])):
+        say(f"  Pareto on {p['hw']:<9} {p['config']:<5} top-1 {100 * p['top1']:.2f} %, {p['energy_uj']:.1f} uJ, "
+            f"{p['latency_ms']:.3f} ms per image")
+    say(f"exploration report: {ex['report']}")
+    result = {"fp32": fp32, "quantized": rows, "explore": {k: ex[k] for k in ("pareto", "report", "csv", "configurations")},
+              "seconds": round(time.perf_counter() - start, 1)}
     (out / "demo.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     say(f"done in {result['seconds']} s; results in {out / 'demo.json'}")
     return result
