@@ -1,4 +1,4 @@
-"""The ``vitsim`` command line: train, eval, quantize, simulate, cost, explore, verify, demo.
+"""The ``vitsim`` command line: train, eval, quantize, layers, simulate, cost, explore, verify, demo.
 
 Every command prints a readable summary, or with ``--json`` exactly one JSON object on stdout; progress bars go to
 stderr. Errors are one clear line on stderr and exit status 2 (bad input) or 1 (a check failed).
@@ -107,6 +107,19 @@ def _cost_lines(r: dict[str, Any], show_all: bool) -> list[str]:
               "cycles:  " + ", ".join(f"{k} {v} ({100 * v / max(t['cycles'], 1):.0f} %)"
                                       for k, v in t["cycles_by_unit"].items() if v)]
     return lines
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from models.data import input_shape
+    from models.registry import create_model
+    from quant.graph.capture import capture
+    from quant.sites import gemm_layers
+
+    net = create_model(args.model, args.checkpoint, pretrained=args.checkpoint is None)
+    layers = gemm_layers(capture(net, input_shape(net)))
+    _emit({"model": args.model, "layers": [{"name": n, "op_type": t} for n, t in layers.items()]}, args.json,
+          lambda r: [f"{x['name']:<40} {x['op_type']}" for x in r["layers"]])
+    return 0
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -226,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="program file to write")
     data_flags(p)
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("layers", help="the GEMM layers a mixed-precision map can name (module paths, op types)",
+                       formatter_class=fmt)
+    p.add_argument("--model", default="deit_fmnist")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("simulate", help="run an integer program with hwsim (the golden model)", formatter_class=fmt)
     p.add_argument("program")
