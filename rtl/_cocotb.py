@@ -1,6 +1,12 @@
-"""Shared cocotb steps for the buffer-driven units (pe_harness, softmax_unit, layernorm_unit): clock and reset,
-`load` the hex buffers, pulse the run signal, wait for `done`, `dump` the result buffers."""
+"""Shared cocotb steps for the buffer-driven units (pe_harness, softmax_unit, layernorm_unit, gelu_unit): clock and
+reset, `load` the hex buffers, pulse the run signal, wait for `done`, `dump` the result buffers; and the per-row
+comparison of a unit's outputs and cycles with hwsim's, written where the runner reads it."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
 
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
@@ -28,3 +34,20 @@ async def load_run_dump(dut, run_signal: str = "run") -> None:
     await RisingEdge(dut.clk)
     dut.dump.value = 0
     await RisingEdge(dut.clk)
+
+
+def unit_rows_result(manifest: dict, data: dict, out: np.ndarray, cycles: np.ndarray, expected: np.ndarray,
+                     row_cycles: int) -> dict:
+    """Compare a unit's ``out`` [rows, n] and per-row ``cycles`` with hwsim's ``expected`` and the model's
+    ``row_cycles``; write the result to the manifest's results file and return it."""
+    rows, n = expected.shape
+    bad = np.argwhere(out != expected)
+    first = None
+    if len(bad):
+        at = tuple(bad[0])
+        first = {"index": [int(v) for v in at], "x": int(data["x"][at]), "rtl": int(out[at]), "hwsim": int(expected[at])}
+    result = {"name": manifest["name"], "rows": rows, "n": n, "bit_exact": len(bad) == 0, "mismatches": int(len(bad)),
+              "first_mismatch": first, "rtl_cycles": int(cycles.sum()), "model_cycles": row_cycles * rows,
+              "cycles_equal_per_row": bool((cycles == row_cycles).all())}
+    Path(manifest["results"]).write_text(json.dumps(result))
+    return result

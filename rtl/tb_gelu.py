@@ -10,7 +10,7 @@ import numpy as np
 import cocotb
 
 from hwsim.cost.cycles import gelu_row_cycles
-from rtl._cocotb import load_run_dump
+from rtl._cocotb import load_run_dump, unit_rows_result
 from rtl.tb_gemm import read_hex, write_hex
 
 
@@ -25,12 +25,5 @@ async def gelu_rows_match_hwsim(dut) -> None:
     await load_run_dump(dut)
     out = read_hex(Path("out.hex"), 32, rows * n).reshape(rows, n)
     cycles = read_hex(Path("rows.hex"), 33, rows)
-    bad = np.argwhere(out != data["out"])
-    result = {"name": manifest["name"], "rows": rows, "n": n, "bit_exact": len(bad) == 0, "mismatches": int(len(bad)),
-              "first_mismatch": None if not len(bad) else {"index": [int(v) for v in bad[0]],
-                                                           "x": int(data["x"][tuple(bad[0])]),
-                                                           "rtl": int(out[tuple(bad[0])]), "hwsim": int(data["out"][tuple(bad[0])])},
-              "rtl_cycles": int(cycles.sum()), "model_cycles": gelu_row_cycles(n) * rows,
-              "cycles_equal_per_row": bool((cycles == gelu_row_cycles(n)).all())}
-    Path(manifest["results"]).write_text(json.dumps(result))
+    result = unit_rows_result(manifest, data, out, cycles, data["out"], gelu_row_cycles(n))
     assert result["bit_exact"] and result["cycles_equal_per_row"], result

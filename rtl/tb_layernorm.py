@@ -10,7 +10,7 @@ import numpy as np
 import cocotb
 
 from hwsim.cost.cycles import layernorm_row_cycles
-from rtl._cocotb import load_run_dump
+from rtl._cocotb import load_run_dump, unit_rows_result
 from rtl.tb_gemm import read_hex, write_hex
 
 
@@ -27,11 +27,5 @@ async def layernorm_rows_match_hwsim(dut) -> None:
     await load_run_dump(dut)
     out = read_hex(Path("out.hex"), 16, rows * c).reshape(rows, c)
     cycles = read_hex(Path("rows.hex"), 33, rows)
-    bad = np.argwhere(out != data["out"])
-    result = {"name": manifest["name"], "rows": rows, "c": c, "bit_exact": len(bad) == 0, "mismatches": int(len(bad)),
-              "first_mismatch": None if not len(bad) else {"index": [int(v) for v in bad[0]],
-                                                           "rtl": int(out[tuple(bad[0])]), "hwsim": int(data["out"][tuple(bad[0])])},
-              "rtl_cycles": int(cycles.sum()), "model_cycles": layernorm_row_cycles(c) * rows,
-              "cycles_equal_per_row": bool((cycles == layernorm_row_cycles(c)).all())}
-    Path(manifest["results"]).write_text(json.dumps(result))
+    result = unit_rows_result(manifest, data, out, cycles, data["out"], layernorm_row_cycles(c))
     assert result["bit_exact"] and result["cycles_equal_per_row"], result

@@ -91,19 +91,32 @@ def test_yosys_synthesizes(top, params):
     assert cells > 0
 
 
+def _unit_jobs():
+    from rtl.layers import gelu_job, layernorm_job, softmax_job
+    from rtl.runner import run_gelu_job, run_layernorm_job, run_softmax_job
+
+    return {"softmax": ("blocks.0.attn.softmax", lambda p, t: softmax_job(p, t, 0), run_softmax_job),
+            "layernorm": ("blocks.0.norm2", lambda p, t: layernorm_job(p, t, "blocks.0.norm2"), run_layernorm_job),
+            "gelu": ("blocks.0.mlp.act", lambda p, t: gelu_job(p, t, "blocks.0.mlp.act"), run_gelu_job)}
+
+
+@pytest.fixture(scope="module")
+def traces(p2vit_programs, fmnist_test):
+    return {bits: run(program, quantize_input(program, fmnist_test[0][:1]), trace=True).trace
+            for bits, program in p2vit_programs.items()}
+
+
 @pytest.mark.parametrize("sim", SIMULATORS)
 @pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
-def test_softmax_unit_on_real_attention_rows(sim, bits, p2vit_programs, fmnist_test):
-    from rtl.layers import softmax_job
-    from rtl.runner import run_softmax_job
-
+@pytest.mark.parametrize("unit", ["softmax", "layernorm", "gelu"])
+def test_unit_on_real_rows_bit_exact_at_the_cost_models_cycles(sim, bits, unit, p2vit_programs, traces):
+    op_name, make_job, run_job = _unit_jobs()[unit]
     program = p2vit_programs[bits]
-    trace = run(program, quantize_input(program, fmnist_test[0][:1]), trace=True).trace
-    r = run_softmax_job(softmax_job(program, trace, 0), sim)
+    r = run_job(make_job(program, traces[bits]), sim)
     assert r["bit_exact"], r
     assert r["cycles_equal_per_row"] and r["rtl_cycles"] == r["model_cycles"], r
-    one_unit = load_hardware(None, {"units.softmax": 1})
-    assert r["rtl_cycles"] == next(o for o in cost(program, one_unit).ops if o.name == r["name"]).compute_cycles
+    one_unit = load_hardware(None, {f"units.{unit}": 1})
+    assert r["rtl_cycles"] == next(o for o in cost(program, one_unit).ops if o.name == op_name).compute_cycles
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
@@ -124,21 +137,6 @@ def test_softmax_unit_on_random_rows_covers_every_code(sim):
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
-@pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
-def test_layernorm_unit_on_real_rows(sim, bits, p2vit_programs, fmnist_test):
-    from rtl.layers import layernorm_job
-    from rtl.runner import run_layernorm_job
-
-    program = p2vit_programs[bits]
-    trace = run(program, quantize_input(program, fmnist_test[0][:1]), trace=True).trace
-    r = run_layernorm_job(layernorm_job(program, trace, "blocks.0.norm2"), sim)
-    assert r["bit_exact"], r
-    assert r["cycles_equal_per_row"] and r["rtl_cycles"] == r["model_cycles"], r
-    one_unit = load_hardware(None, {"units.layernorm": 1})
-    assert r["rtl_cycles"] == next(o for o in cost(program, one_unit).ops if o.name == "blocks.0.norm2").compute_cycles
-
-
-@pytest.mark.parametrize("sim", SIMULATORS)
 def test_layernorm_unit_on_random_rows(sim):
     from hwsim.kernels.layernorm import layernorm_int
     from rtl.layers import LayerNormJob
@@ -154,21 +152,6 @@ def test_layernorm_unit_on_random_rows(sim):
     layernorm_int(x, gamma, beta, shift, -128, 127, out)
     r = run_layernorm_job(LayerNormJob("random", x, gamma, beta, shift, -128, 127, out), sim)
     assert r["bit_exact"] and r["cycles_equal_per_row"], r
-
-
-@pytest.mark.parametrize("sim", SIMULATORS)
-@pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
-def test_gelu_unit_on_real_rows(sim, bits, p2vit_programs, fmnist_test):
-    from rtl.layers import gelu_job
-    from rtl.runner import run_gelu_job
-
-    program = p2vit_programs[bits]
-    trace = run(program, quantize_input(program, fmnist_test[0][:1]), trace=True).trace
-    r = run_gelu_job(gelu_job(program, trace, "blocks.0.mlp.act"), sim)
-    assert r["bit_exact"], r
-    assert r["cycles_equal_per_row"] and r["rtl_cycles"] == r["model_cycles"], r
-    one_unit = load_hardware(None, {"units.gelu": 1})
-    assert r["rtl_cycles"] == next(o for o in cost(program, one_unit).ops if o.name == "blocks.0.mlp.act").compute_cycles
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
