@@ -1,7 +1,8 @@
 """GEMM jobs for the RTL, cut from a real integer program and hwsim's trace of it (hwsim is the only reference).
 
-For transformer block ``i`` the six GEMM kinds are: qkv, Q.K^T (one job per head), attn.V (per head, log2 or int
-operands), proj, fc1, fc2. Each job carries the operands, the fused bias + shift requantization of the following
+Transformer blocks are found by name: every op ``<prefix>.attn.qkv`` starts one (``blocks.3`` in a ViT,
+``layers.1.blocks.0`` in a Swin). For block ``i`` the six GEMM kinds are: qkv, Q.K^T (one job per head, and per window
+in a Swin), attn.V (likewise, log2 or int operands), proj, fc1, fc2. Each job carries the operands, the fused bias + shift requantization of the following
 Requant op, and hwsim's accumulator and requantized output for one image.
 """
 from __future__ import annotations
@@ -66,10 +67,22 @@ def _requant_params(program: Program, rq: Op, n: int, head: int | None) -> tuple
     return shift, spec.qmin, spec.qmax
 
 
+def block_prefixes(program: Program) -> list[str]:
+    """Name prefixes of the program's transformer blocks in program order (``blocks.0``, ``layers.0.blocks.1``)."""
+    return [op.name[: -len(".attn.qkv")] for op in program.ops if op.name.endswith(".attn.qkv")]
+
+
+def block_prefix(program: Program, block: int) -> str:
+    prefixes = block_prefixes(program)
+    if not 0 <= block < len(prefixes):
+        raise RtlUnsupported(f"block {block} out of range: the program has {len(prefixes)} transformer blocks")
+    return prefixes[block]
+
+
 def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image: int = 0,
                kinds: tuple[str, ...] = GEMM_KINDS) -> list[GemmJob]:
-    """The GEMM jobs of transformer block ``block`` for sample ``image`` of a traced run."""
-    p = f"blocks.{block}"
+    """The GEMM jobs of transformer block ``block`` (index into ``block_prefixes``) for sample ``image``."""
+    p = block_prefix(program, block)
     names = {"qkv": f"{p}.attn.qkv", "matmul_qk": f"{p}.attn.matmul_qk", "matmul_av": f"{p}.attn.matmul_av",
              "proj": f"{p}.attn.proj", "fc1": f"{p}.mlp.fc1", "fc2": f"{p}.mlp.fc2"}
     unknown = set(kinds) - set(names)
@@ -95,12 +108,18 @@ def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image
         log2 = int(op.attrs.get("a_log2_bits", 0)) > 0
         a_bits = program.tensors[op.inputs[0]].bits
         b_bits = program.tensors[op.inputs[1]].bits
-        for h in range(lhs.shape[0]):
-            b = rhs[h] if op.attrs.get("transpose_b", False) else rhs[h].T
+        heads = lhs.shape[-3] if lhs.ndim >= 3 else 1
+        windows = lhs.reshape(-1, *lhs.shape[-2:]).shape[0] // heads   # leading axes: [windows,] heads
+        lhs, rhs = lhs.reshape(-1, *lhs.shape[-2:]), rhs.reshape(-1, *rhs.shape[-2:])
+        acc_all, out_all = acc_all.reshape(-1, *acc_all.shape[-2:]), out_all.reshape(-1, *out_all.shape[-2:])
+        for i in range(lhs.shape[0]):
+            h = i % heads
+            b = rhs[i] if op.attrs.get("transpose_b", False) else rhs[i].T
             shift, qmin, qmax = _requant_params(program, rq, b.shape[0], h)
-            jobs.append(GemmJob(f"{names[kind]}.head{h}", lhs[h], np.ascontiguousarray(b), np.zeros(b.shape[0], np.int64),
+            name = f"{names[kind]}.head{h}" if windows == 1 else f"{names[kind]}.window{i // heads}.head{h}"
+            jobs.append(GemmJob(name, lhs[i], np.ascontiguousarray(b), np.zeros(b.shape[0], np.int64),
                                 shift, np.zeros(lhs.shape[-1], np.int64), gemm_mode(a_bits, b_bits, log2), a_bits, b_bits,
-                                qmin, qmax, acc_all[h], out_all[h]))
+                                qmin, qmax, acc_all[i], out_all[i]))
     return jobs
 
 
@@ -114,7 +133,7 @@ class SoftmaxJob:
 
 def softmax_job(program: Program, trace: dict[str, np.ndarray], block: int, image: int = 0) -> SoftmaxJob:
     """The attention softmax of block ``block`` (all heads' rows) with hwsim's log2 codes."""
-    op = program.op(f"blocks.{block}.attn.softmax")
+    op = program.op(f"{block_prefix(program, block)}.attn.softmax")
     out = program.tensors[op.outputs[0]]
     if not op.attrs.get("log2", False) or out.bits != 4:
         raise RtlUnsupported(f"{op.name}: the RTL softmax unit produces 4-bit log2 codes (P^2-ViT); this program's softmax "

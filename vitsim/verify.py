@@ -13,7 +13,7 @@ from hwsim.cost import cost
 from hwsim.cost.energy import gemm_activity, gemm_energy_pj
 from hwsim.executor import quantize_input, run
 from hwsim.ir import load
-from rtl.layers import GEMM_KINDS, GemmJob, block_jobs, gelu_job, layernorm_job, softmax_job
+from rtl.layers import GEMM_KINDS, GemmJob, block_jobs, block_prefixes, gelu_job, layernorm_job, softmax_job
 from rtl.runner import run_gelu_job, run_gemm_jobs, run_layernorm_job, run_softmax_job
 
 UNIT_KINDS = ("softmax", "norm1", "norm2", "gelu")
@@ -51,9 +51,10 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
     kinds = LAYERS if layer == "all" else (layer,)
     if layer != "all" and layer not in LAYERS:
         raise VerifyError(f"unknown layer {layer!r}; choose one of {LAYERS} or 'all'")
-    n_blocks = len({op.name.split(".")[1] for op in program.ops if op.name.startswith("blocks.")})
-    if not 0 <= block < n_blocks:
-        raise VerifyError(f"block {block} out of range: the program has {n_blocks} blocks")
+    prefixes = block_prefixes(program)
+    if not 0 <= block < len(prefixes):
+        raise VerifyError(f"block {block} out of range: the program has {len(prefixes)} blocks")
+    prefix = prefixes[block]
     trace = run(program, _input(program, program.metadata.get("recipe")), trace=True).trace
     start = time.perf_counter()
     layers = []
@@ -71,9 +72,9 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
         if kind == "softmax":
             r = run_softmax_job(softmax_job(program, trace, block), sim)
         elif kind == "gelu":
-            r = run_gelu_job(gelu_job(program, trace, f"blocks.{block}.mlp.act"), sim)
+            r = run_gelu_job(gelu_job(program, trace, f"{prefix}.mlp.act"), sim)
         else:
-            r = run_layernorm_job(layernorm_job(program, trace, f"blocks.{block}.{kind}"), sim)
+            r = run_layernorm_job(layernorm_job(program, trace, f"{prefix}.{kind}"), sim)
         unit = unit_costs[r["name"]]
         layers.append({"layer": r["name"], "bit_exact": r["bit_exact"], "first_mismatch": r["first_mismatch"],
                        "rtl_cycles": r["rtl_cycles"], "model_cycles": r["model_cycles"],
