@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from hwsim.cost.program import ALIASING_KINDS
 from hwsim.ir.schema import Program
-
-ALIASING_KINDS = ("Reshape", "Permute", "Slice", "Roll")
 
 
 def alias_groups(program: Program) -> dict[str, set[str]]:
