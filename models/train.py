@@ -3,7 +3,7 @@
 Recipe (DeiT-like, scaled down; Touvron et al., 2021): 40 epochs of AdamW (lr 2e-3, weight decay 0.05), batch 128, one linear warm-up
 epoch then cosine decay to 1e-5, label smoothing 0.1, augmentation = random crop of the 2-pixel zero-padded image plus
 horizontal flip. The test set is never used to choose anything: the last epoch's weights are saved, then evaluated once.
-A model's registry entry may override recipe fields (``swin_fmnist`` trains 30 epochs); ``recipe_for`` applies them.
+A model's registry entry may override recipe fields; ``recipe_for`` applies them.
 
 Training is resumable: after every epoch the model, optimiser and random-generator states go to
 ``$VITSIM_CACHE/train/<model>-<recipe hash>.pt`` (default ``~/.cache/vitsim``), and a run with the same model and
