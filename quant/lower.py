@@ -102,7 +102,8 @@ class Lowering:
 
     # --- the frontier: requantization targets seen through layout ops ----------------------------------------------
     def target_scale(self, node: fx.Node) -> tuple[np.ndarray, ActQuant]:
-        """Per-element target scale of ``node``'s output from the sites it reaches through layout ops."""
+        """Per-element target scale of ``node``'s output from the sites it reaches through layout ops, and the
+        widest of those sites (whose format the stored tensor takes)."""
         shape = self.shape(node)
         n = int(np.prod(shape))
         index = torch.arange(n, dtype=torch.float64).reshape(shape)
@@ -126,7 +127,10 @@ class Lowering:
                 values[u] = _evaluate(u, values)
         if np.isnan(target).any() or not sites:
             raise QuantError(f"{node.meta['path']}: part of its output reaches no quantization site")
-        return target.reshape(shape), sites[0]
+        # The stored tensor takes the widest of its sites' formats; each narrower site then converts its view
+        # (a clamp: its elements already carry that site's scale). Taking any other site's width would clip the
+        # wider site's codes to the narrower range at the wider site's scale.
+        return target.reshape(shape), max(sites, key=lambda s: s.bits)
 
     # --- run -------------------------------------------------------------------------------------------------------
     def run(self, metadata: dict[str, Any]) -> Program:

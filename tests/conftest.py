@@ -26,17 +26,27 @@ def deit_fmnist():
     return create_model("deit_fmnist")
 
 
+# A mixed map whose layers read one stored tensor at different widths: q/k at 4 bits beside v at 8 (block 0), the
+# reverse (block 1), and 4-bit Linears between 8-bit ones (block 2).
+MIXED_LAYERS = {"blocks.0.attn.matmul_qk": {"wbits": 8, "abits": 4}, "blocks.1.attn.matmul_av": {"wbits": 8, "abits": 4},
+                "blocks.2.attn.qkv": {"wbits": 4, "abits": 4}, "blocks.2.mlp.fc2": {"wbits": 4, "abits": 4}}
+
+
 @pytest.fixture(scope="session")
 def p2vit_models(deit_fmnist):
-    """{(wbits, abits): QuantViT} for p2vit W8A8 and W4A4, calibrated on 128 training images."""
+    """{(wbits, abits): QuantModel} for p2vit W8A8 and W4A4 and {"mixed": ...} (W8A8 with MIXED_LAYERS), calibrated
+    once on 128 training images."""
     from models.data import calibration_data
-    from quant.build import default_map, quantize_model
+    from quant.build import default_map, quantize_calibrated
+    from quant.calibrate import calibrate
     from quant.methods import get_method
 
-    calib = calibration_data("fmnist", deit_fmnist, 128, seed=0)
-    return {(w, a): quantize_model(deit_fmnist, calib, get_method("p2vit"), default_map(w, a), name="deit_fmnist",
-                                 metadata={"input_shape": [1, 28, 28]})
-            for w, a in ((8, 8), (4, 4))}
+    calibration = calibrate(deit_fmnist, calibration_data("fmnist", deit_fmnist, 128, seed=0), get_method("p2vit"))
+    maps = {(w, a): default_map(w, a) for w, a in ((8, 8), (4, 4))}
+    maps["mixed"] = default_map(8, 8)
+    maps["mixed"].layer = dict(MIXED_LAYERS)
+    return {k: quantize_calibrated(calibration, m, name="deit_fmnist", metadata={"input_shape": [1, 28, 28]})
+            for k, m in maps.items()}
 
 
 @pytest.fixture(scope="session")

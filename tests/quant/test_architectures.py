@@ -53,6 +53,22 @@ def test_swin_fmnist_is_bit_exact(method, fmnist_test):
     _check(net, "swin_fmnist", calib, fmnist_test[0][:2], method, {"Roll", "ReduceSum"})
 
 
+def test_one_stored_tensor_read_at_two_widths_is_exact(p2vit_models, fmnist_test):
+    """q, k and v share the qkv output; the "mixed" map (tests/conftest.py) reads it with q/k at 4 bits beside v at 8
+    and the reverse. The stored tensor must take the wider format and the narrower operands convert: storing at the
+    first site's width clipped v's 8-bit codes to the 4-bit range, and hwsim then disagreed with fake-quant on a
+    quarter of the test images."""
+    q = p2vit_models["mixed"]
+    program = q.export()
+    assert {"blocks.0.attn.matmul_qk.a", "blocks.1.attn.matmul_av.b"} <= {op.name for op in program.ops}
+    images = fmnist_test[0][:2]
+    x = quantize_input(program, images)
+    traced = run(program, x, trace=True).trace
+    ref = run_reference(program, x)
+    assert [n for n in ref if not np.array_equal(ref[n], traced[n])] == []
+    assert np.array_equal(traced[program.outputs[0]], q.forward_int(torch.from_numpy(images)).numpy())
+
+
 def test_layerscale_and_mean_pooling_folds_keep_the_float_model():
     """The capture-time re-parameterisations (quant.graph.reparam) change no output of the float model."""
     from quant.graph.capture import capture
