@@ -74,8 +74,10 @@ class P2ViT(Method):
     name = "p2vit"
     softmax_log2_bits = 4
 
-    def __init__(self, output_mse: bool = True, gelu_zero_point: bool = True, logit_mse: bool = True) -> None:
+    def __init__(self, output_mse: bool = True, gelu_zero_point: bool = True, logit_mse: bool = True,
+                 smooth_alpha_attention: float = SMOOTH_ALPHA_ATTENTION, smooth_alpha_other: float = SMOOTH_ALPHA_OTHER) -> None:
         self.output_mse, self.gelu_zero_point, self.logit_mse = output_mse, gelu_zero_point, logit_mse
+        self.smooth_alpha_attention, self.smooth_alpha_other = smooth_alpha_attention, smooth_alpha_other
 
     @torch.no_grad()
     def prepare(self, captured: Captured, calib: torch.Tensor) -> None:
@@ -98,7 +100,7 @@ class P2ViT(Method):
                 h.remove()
         for ln_name, linear_name, attention in pairs:
             norm, linear = gm.get_submodule(ln_name), gm.get_submodule(linear_name)
-            a = SMOOTH_ALPHA_ATTENTION if attention else SMOOTH_ALPHA_OTHER
+            a = self.smooth_alpha_attention if attention else self.smooth_alpha_other
             w_max = linear.weight.double().abs().amax(0)
             ratio = absmax[ln_name].clamp(min=1e-8) ** a / w_max.clamp(min=1e-8) ** (1 - a)
             s = torch.exp2(torch.round(torch.log2(ratio)))
