@@ -25,15 +25,6 @@ GEMM_KINDS = ("Linear", "Conv2d", "MatMul")
 ACC_BITS = 32
 
 
-def alias_groups(program: Program) -> dict[str, set[str]]:
-    """Tensor -> every tensor that views the same storage (through layout ops)."""
-    root = storage_roots(program)
-    groups: dict[str, set[str]] = {}
-    for t, r in root.items():
-        groups.setdefault(r, set()).add(t)
-    return {t: groups[r] for t, r in root.items()}
-
-
 def storage_roots(program: Program) -> dict[str, str]:
     """Tensor -> the tensor whose storage it views (itself unless a layout op made it)."""
     root = {t: t for t in program.tensors}
@@ -75,7 +66,9 @@ def with_bits(program: Program, bits: dict[str, dict[str, int]]) -> Program:
                          "re-bit-width a program lowered at a uniform map")
     tensors = dict(program.tensors)
     root = storage_roots(program)
-    groups = alias_groups(program)
+    views: dict[str, list[str]] = {}
+    for t, r in root.items():
+        views.setdefault(r, []).append(t)
     readers: dict[str, list[tuple[Op, int, str, int]]] = {}  # storage -> (layer, operand index, view, wanted width)
     for op in program.ops:
         if op.kind not in GEMM_KINDS:
@@ -89,7 +82,7 @@ def with_bits(program: Program, bits: dict[str, dict[str, int]]) -> Program:
     rewired: dict[str, dict[int, str]] = {}
     for storage, reads in readers.items():
         stored = max(w for _, _, _, w in reads)
-        for view in groups[storage]:
+        for view in views[storage]:
             tensors[view] = dataclasses.replace(tensors[view], bits=stored)
         for op, i, view, wanted in reads:
             if wanted == stored:

@@ -11,8 +11,8 @@ Quantization and Acceleration for Fully Quantized Vision Transformer", IEEE TVLS
   channels j feeding a Linear: a = 0.35 where the Linear feeds attention (qkv), 0.35 otherwise (fc1, patch merging).
   X_j / s_j is folded into the LayerNorm affine and W_j * s_j into the linear weight, so the float model is unchanged
   and only quantization sees the smoother channels. Tuned: both strengths, by bench/tune_p2vit.py on 2 000 held-out
-  training images of deit_fmnist (mean fake-quant top-1 at W4A4 and W3A3; grid 0.25..0.45 x 0.2..0.65, a flat
-  optimum around 0.35-0.4 x 0.2-0.35).
+  training images of deit_fmnist (mean fake-quant top-1 at W4A4 and W3A3), its default grid and then
+  ``--attention 0.3,0.35,0.4 --other 0.2,0.275``: a flat optimum around 0.35-0.4 x 0.2-0.35.
 - Post-LayerNorm activations use FQ-ViT's power-of-two factors (PTF): a layer-wise scale 2^e and per-channel factors
   2^k, k in 0..3, chosen per channel by MSE; the next linear shifts its input by k.
 - The GELU output, whose range is one-sided, takes a zero point (signed codes, so the PE array stays signed); the

@@ -31,6 +31,11 @@ def _check(net: torch.nn.Module, name: str, calib: torch.Tensor, images: np.ndar
     q = quantize_model(net, calib, get_method(method), default_map(8, 8), name=name)
     program = q.export()
     assert kinds <= {op.kind for op in program.ops}
+    _assert_exact(q, program, images)
+
+
+def _assert_exact(q, program, images: np.ndarray) -> None:
+    """hwsim equals the int64 reference on every tensor, and its output codes equal fake-quant's."""
     x = quantize_input(program, images)
     traced = run(program, x, trace=True).trace
     ref = run_reference(program, x)
@@ -61,12 +66,7 @@ def test_one_stored_tensor_read_at_two_widths_is_exact(p2vit_models, fmnist_test
     q = p2vit_models["mixed"]
     program = q.export()
     assert {"blocks.0.attn.matmul_qk.a", "blocks.1.attn.matmul_av.b"} <= {op.name for op in program.ops}
-    images = fmnist_test[0][:2]
-    x = quantize_input(program, images)
-    traced = run(program, x, trace=True).trace
-    ref = run_reference(program, x)
-    assert [n for n in ref if not np.array_equal(ref[n], traced[n])] == []
-    assert np.array_equal(traced[program.outputs[0]], q.forward_int(torch.from_numpy(images)).numpy())
+    _assert_exact(q, program, fmnist_test[0][:2])
 
 
 def test_layerscale_and_mean_pooling_folds_keep_the_float_model():
