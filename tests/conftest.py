@@ -33,15 +33,22 @@ MIXED_LAYERS = {"blocks.0.attn.matmul_qk": {"wbits": 8, "abits": 4}, "blocks.1.a
 
 
 @pytest.fixture(scope="session")
-def p2vit_models(deit_fmnist):
-    """{(wbits, abits): QuantModel} for p2vit W8A8 and W4A4 and {"mixed": ...} (W8A8 with MIXED_LAYERS), calibrated
-    once on 128 training images."""
+def p2vit_calibration(deit_fmnist):
+    """deit_fmnist calibrated for p2vit on 128 training images (seed 0)."""
     from models.data import calibration_data
-    from quant.build import default_map, quantize_calibrated
     from quant.calibrate import calibrate
     from quant.methods import get_method
 
-    calibration = calibrate(deit_fmnist, calibration_data("fmnist", deit_fmnist, 128, seed=0), get_method("p2vit"))
+    return calibrate(deit_fmnist, calibration_data("fmnist", deit_fmnist, 128, seed=0), get_method("p2vit"))
+
+
+@pytest.fixture(scope="session")
+def p2vit_models(p2vit_calibration):
+    """{(wbits, abits): QuantModel} for p2vit W8A8 and W4A4 and {"mixed": ...} (W8A8 with MIXED_LAYERS), from
+    ``p2vit_calibration``."""
+    from quant.build import default_map, quantize_calibrated
+
+    calibration = p2vit_calibration
     maps = {(w, a): default_map(w, a) for w, a in ((8, 8), (4, 4))}
     maps["mixed"] = default_map(8, 8)
     maps["mixed"].layer = dict(MIXED_LAYERS)

@@ -151,7 +151,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
     r = explore(args.model, args.method, args.wbits, args.abits, args.hw, args.out, args.mp_search, args.budget,
                 args.limit, args.calib, args.held_out, args.seed, args.data, progress=not args.json,
-                hw_overrides=args.set)
+                hw_overrides=args.set, objective=args.fitness)
     _emit(r, args.json, _explore_lines)
     return 0
 
@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive, default=2000, help="test images for accuracy (a fixed subset)")
     p.add_argument("--calib", type=_positive, default=256, help="calibration images (training set)")
     p.add_argument("--held-out", type=_positive, default=512, help="held-out training images for search fitness")
+    p.add_argument("--fitness", choices=["kl", "ce"], default="kl",
+                   help="search objective on the held-out images: KL of the integer model's class probabilities from "
+                        "the float model's, or cross-entropy against the labels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="fmnist or a class-folder dataset (default: the model's)")
     p.add_argument("--out", required=True, help="output folder (points.csv, plots, report.html, maps)")

@@ -1,9 +1,11 @@
-"""Per-layer sensitivity: the held-out loss increase when one layer's weights (or activations) alone go from 8 bits
+"""Per-layer sensitivity: the increase of the held-out objective (quant.search.fitness: by default the KL divergence
+of the integer model's output from the float model's) when one layer's weights (or activations) alone go from 8 bits
 to ``b`` while everything else stays at 8 bits. Measured lazily (only the widths a search asks for) and cached.
 
 Both searches read a move's loss change from this table, summed over layers: the separable reading of MPTQ-ViT's
-"loss increase per layer" and our proxy for P^2-ViT's Hessian-trace-weighted quantization error (a measured loss
-change needs no second-order approximation, at one held-out evaluation per layer and width).
+"loss increase per layer" and our proxy for P^2-ViT's Hessian-trace-weighted quantization error (a measured output
+distortion needs no second-order approximation, at one held-out evaluation per layer and width; for small errors the
+KL is the Fisher-weighted quadratic form that the Hessian trace approximates, and it adds up over layers).
 """
 from __future__ import annotations
 

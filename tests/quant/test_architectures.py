@@ -82,3 +82,20 @@ def test_layerscale_and_mean_pooling_folds_keep_the_float_model():
         x = torch.randn(3, *shape)
         with torch.no_grad():
             assert torch.allclose(captured.gm(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+def test_every_search_width_lowers_bit_exact(p2vit_calibration, fmnist_test):
+    """The mixed-precision searches pick weight and activation widths from quant.search.space.BIT_CHOICES: each block
+    of deit_fmnist gets a different (wbits, abits) pair so that every width of the space, 2 and 5 bits included, is
+    lowered and checked against the reference in one program."""
+    from quant.build import quantize_calibrated
+    from quant.search.space import BIT_CHOICES, SearchSpace, to_map
+
+    space = SearchSpace.from_layers(p2vit_calibration.layers())
+    pairs = [(w, a) for w, a in zip(BIT_CHOICES, BIT_CHOICES[::-1])]      # (2, 8), (3, 6), (4, 5), (5, 4), ...
+    config = {name: dict(zip(("wbits", "abits"), pairs[int(name.split(".")[1]) % len(pairs)])) for name in space.layers}
+    q = quantize_calibrated(p2vit_calibration, to_map(config), "deit_fmnist")
+    program = q.export()
+    widths = {program.spec(op.params["weight"]).bits for op in program.ops if "weight" in op.params}
+    assert set(BIT_CHOICES) <= widths
+    _assert_exact(q, program, fmnist_test[0][:2])

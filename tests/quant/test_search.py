@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from hwsim.arch import load_hardware
 from hwsim.ir import Op, Program, TensorSpec, validate
 from quant.search.budget import Budget
 from quant.search.coarse_to_fine import coarse_to_fine, layer_groups
+from quant.search.fitness import HeldOutFitness
 from quant.search.greedy import SearchError, greedy_search
 from quant.search.sensitivity import Sensitivity
 from quant.search.space import SearchSpace, to_map
@@ -103,3 +105,22 @@ def test_coarse_to_fine_stays_in_budget_and_beats_the_uniform_4_bit_model():
     assert budget.fits(config) and len(history) == 3
     assert fitness.loss(config) < fitness.loss(space.uniform(4, 4))
     assert config["blocks.0.attn.qkv"] == {"wbits": 8, "abits": 8}  # the sensitive pair keeps 8 bits
+
+
+def test_held_out_fitness_measures_the_distortion_from_the_float_model(deit_fmnist, p2vit_calibration):
+    """The KL objective compares hwsim's output with the float model's (not the labels, not a quantized teacher):
+    it is small and non-negative at 8 bits and grows at 4 bits, where the cross-entropy alone is too noisy to rank
+    single layers."""
+    from models.data import held_out_data
+
+    images, labels = held_out_data("fmnist", deit_fmnist, 64, 128, seed=0)
+    space = SearchSpace.from_layers(p2vit_calibration.layers())
+    fitness = HeldOutFitness(p2vit_calibration, space, images.numpy(), labels, "deit_fmnist")
+    with torch.no_grad():
+        float_probs = torch.softmax(deit_fmnist(images).double(), 1)
+    assert torch.allclose(fitness.teacher_log_probs().exp(), float_probs, atol=1e-4)
+    w8, w4 = fitness.score(space.uniform(8, 8)), fitness.score(space.uniform(4, 4))
+    assert 0 <= w8.kl < 0.5 * w4.kl
+    assert fitness.loss(space.uniform(8, 8)) == w8.kl and w8.cross_entropy > w8.kl
+    with pytest.raises(ValueError, match="objective"):
+        HeldOutFitness(p2vit_calibration, space, images.numpy(), labels, objective="mse")
