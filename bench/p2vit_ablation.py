@@ -59,7 +59,7 @@ def main() -> int:
         measure("choices", what, P2ViT(**switches), default_map(args.wbits, args.abits))
     for what, layer in GROUPS:
         mp = default_map(args.wbits, args.abits)
-        mp.regex.append((rf"blocks\.\d+\.{re.escape(layer)}", {"abits": 8}))
+        mp.regex.append((rf"blocks\.\d+\.{re.escape(layer)}\w*", {"abits": 8}))  # matmul: _qk and _av
         measure("8-bit", what, P2ViT(), mp)
     mp = default_map(args.wbits, args.abits)
     mp.global_bits["wbits"] = 8
