@@ -54,11 +54,13 @@ def default_map(wbits: int, abits: int, first_last_8bit: bool = True) -> MixedPr
 
 
 def quantize_calibrated(calibration: Calibration, bits_map: MixedPrecisionMap, name: str = "model",
-                        metadata: dict[str, Any] | None = None, integer_nonlinear: bool = True) -> QuantModel:
-    """One quantized model from a calibration: the cheap step of quantizing at many bit-width maps."""
+                        metadata: dict[str, Any] | None = None, integer_nonlinear: bool = True,
+                        progress: bool = False) -> QuantModel:
+    """One quantized model from a calibration: the cheap step of quantizing at many bit-width maps (for methods that
+    reconstruct, the reconstruction runs here, per map)."""
     layers = calibration.layers()
     bits = bits_map.resolve(layers)
-    qg = calibration.quantize(bits)
+    qg = calibration.quantize(bits, progress)
     qg.set_integer_nonlinear(integer_nonlinear)
     meta = {"method": calibration.method.name, "bits": bits, "calibration_images": calibration.images,
             "input_shape": list(calibration.captured.input_shape), **(metadata or {})}
@@ -70,4 +72,4 @@ def quantize_model(model: torch.nn.Module, calib: torch.Tensor, method, bits_map
     """Calibrate on ``calib`` (float images [n, c, h, w]) and build the quantized model."""
     if len(calib) == 0:
         raise QuantError("the calibration set is empty")
-    return quantize_calibrated(calibrate(model, calib, method, progress), bits_map, name, metadata)
+    return quantize_calibrated(calibrate(model, calib, method, progress), bits_map, name, metadata, progress=progress)

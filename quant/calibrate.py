@@ -72,17 +72,21 @@ class Calibration:
     method: object
     images: int
     memo: dict[tuple[str, str, int], Any] = field(default_factory=dict)  # scale choices by (kind, site, bits)
+    data: torch.Tensor | None = None     # the calibration images, for methods that learn (Method.refine)
 
     def layers(self) -> dict[str, str]:
         return gemm_layers(self.captured)
 
-    def quantize(self, bits: dict[str, dict[str, int]]) -> QuantGraph:
-        """A fake-quant model at ``bits`` (per GEMM name), scales chosen by the method from the cached statistics."""
+    def quantize(self, bits: dict[str, dict[str, int]], progress: bool = False) -> QuantGraph:
+        """A fake-quant model at ``bits`` (per GEMM name), scales chosen by the method from the cached statistics,
+        then refined by the method where it learns (reconstruction)."""
         from quant.formats import assign_formats
 
         qg = QuantGraph.build(self.captured, bits, self.method.softmax_log2_bits)
         assign_formats(qg, self.observers, self.method, self.memo)
         qg.set_mode("quant")
+        if self.data is not None:
+            self.method.refine(qg, self.data, progress)
         return qg
 
 
@@ -93,4 +97,4 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, method: object, prog
     probe_bits = {name: {"wbits": 8, "abits": 8} for name in gemm_layers(captured)}
     qg = QuantGraph.build(captured, probe_bits, method.softmax_log2_bits)
     observers = observe(qg, images, progress)
-    return Calibration(captured, observers, method, int(len(images)))
+    return Calibration(captured, observers, method, int(len(images)), data=images.detach().clone())

@@ -5,7 +5,7 @@
   (post-softmax). Modes: ``observe`` (record float statistics for calibration, pass the input through), ``quant``
   (fake-quantize), ``float`` (bypass). Straight-through estimator for the rounding; the scale can be learnt by LSQ
   (Esser et al., ICLR 2020), optionally constrained to powers of two (the exponent rounds with a straight-through
-  estimator).
+  estimator). While a reconstruction trains, ``drop`` leaves each element float with that probability (QDrop).
 - ``AlignQuant``: an input of an Add, quantized on the grid of the Add's output site (what the integer Add's alignment
   shifts compute).
 - ``QuantLinear`` / ``QuantConv2d``: float weights and biases (trainable) with a ``WeightQuant`` per output channel,
@@ -38,10 +38,34 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.floor(x + 0.5) - x).detach()
 
 
+class _FakeQuant(torch.autograd.Function):
+    """(clamp(floor(x / s + 1/2) + z, lo, hi) - z) * s in one node, with the gradients autograd gives the same
+    expression written with ``round_ste``: x passes where the rounded code is inside [lo, hi]; the scale gets LSQ's
+    (q - z) - [inside] * x / s. Fused because the fake-quant model and reconstruction spend their time here."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int, zero: int) -> torch.Tensor:
+        v = x / scale
+        codes = torch.floor(v + 0.5).add_(zero)
+        inside = (codes >= lo) & (codes <= hi)
+        q = codes.clamp_(lo, hi).sub_(zero)
+        ctx.save_for_backward(v, q, inside, scale)
+        return q * scale
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        v, q, inside, scale = ctx.saved_tensors
+        grad_x = grad * inside if ctx.needs_input_grad[0] else None
+        grad_scale = None
+        if ctx.needs_input_grad[1]:
+            grad_scale = (grad * (q - v * inside)).sum_to_size(scale.shape)
+        return grad_x, grad_scale, None, None, None
+
+
 def fake_quant_ste(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool, zero_point: int = 0) -> torch.Tensor:
+    """Fake-quantize ``x`` on ``scale`` (broadcasting) with round half up and straight-through gradients."""
     lo, hi = qrange(bits, signed)
-    q = torch.clamp(round_ste(x / scale) + zero_point, lo, hi)
-    return (q - zero_point) * scale
+    return _FakeQuant.apply(x, scale, lo, hi, int(zero_point))
 
 
 def _view(values: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
@@ -72,6 +96,7 @@ class ActQuant(torch.nn.Module):
         self.observer = None                      # set while calibrating
         self.lsq: torch.nn.Parameter | None = None  # log2 of the scale when learnt
         self.lsq_pot = False
+        self.drop = 0.0                           # QDrop: while training, leave elements float with this probability
 
     # --- format ------------------------------------------------------------------------------------------------
     def set_format(self, scale: torch.Tensor, axis: int | None = None, zero_point: int = 0, signed: bool | None = None,
@@ -122,7 +147,10 @@ class ActQuant(torch.nn.Module):
             codes = log2_codes(x.detach().clamp(min=0), self.bits)
             return x + (log2_values(codes, self.bits).to(x.dtype) - x).detach()
         scale = _view(self.current_scale(), x, self.axis).to(x.dtype)
-        return fake_quant_ste(x, scale, self.bits, self.signed, self.zero_point)
+        q = fake_quant_ste(x, scale, self.bits, self.signed, self.zero_point)
+        if self.drop > 0 and torch.is_grad_enabled():
+            return torch.where(torch.rand_like(x) < self.drop, x, q)
+        return q
 
     def extra_repr(self) -> str:
         return f"{self.name}, role={self.role}, bits={self.bits}, mode={self.mode}"
@@ -164,7 +192,11 @@ class WeightQuant(torch.nn.Module):
         return self.scale.reshape((-1,) + (1,) * (w.dim() - 1)).to(w.dtype)
 
     def learn_rounding(self, w: torch.Tensor) -> None:
-        """AdaRound: codes floor(w/s) + h(alpha), h initialised so the start is w/s's own fractional part."""
+        """AdaRound: codes floor(w/s) + h(alpha), h initialised so the start is w/s's own fractional part; a weight
+        that has learnt its rounding already continues from it (progressive reconstruction)."""
+        if self.alpha is not None:
+            self.hard = False
+            return
         rest = (w.detach().double() / self._s(w.double())) - torch.floor(w.detach().double() / self._s(w.double()))
         rest = rest.clamp(0.01, 0.99)
         self.alpha = torch.nn.Parameter(-torch.log((self.ZETA - self.GAMMA) / (rest - self.GAMMA) - 1))
@@ -204,8 +236,10 @@ class _QuantGemm(torch.nn.Module):
         return site.current_scale().min()
 
     def quant_bias(self, dtype: torch.dtype) -> torch.Tensor | None:
-        if self.bias is None or not self.wq.enabled or not self.input_site or self.input_site[0].mode != "quant":
-            return self.bias
+        if self.bias is None:
+            return None
+        if not self.wq.enabled or not self.input_site or self.input_site[0].mode != "quant":
+            return self.bias.to(dtype)
         acc = (self.input_base_scale() * self.wq.scale).to(dtype)
         lo, hi = qrange(32, True)
         return torch.clamp(round_ste(self.bias.to(dtype) / acc), lo, hi) * acc

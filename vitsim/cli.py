@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+# The PTQ methods (quant.methods.METHODS), listed here so that `vitsim --help` does not import torch;
+# tests/vitsim/test_cli.py checks that the two lists agree.
+METHOD_NAMES = ["minmax", "p2vit", "pfcr"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -228,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="post-training quantization and export of the integer program", formatter_class=fmt)
     p.add_argument("--model", default="deit_fmnist")
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--method", choices=["minmax", "p2vit"], default="p2vit")
+    p.add_argument("--method", choices=METHOD_NAMES, default="p2vit")
     p.add_argument("--wbits", type=int, default=8, help="weight bits (2..8)")
     p.add_argument("--abits", type=int, default=8, help="activation bits (2..8)")
     p.add_argument("--mp", default=None, help="mixed-precision map (YAML; see quant/mixed_precision.py)")
@@ -265,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explore", help="bit-widths x hardware: integer accuracy and cost, Pareto plots, HTML report",
                        formatter_class=fmt)
     p.add_argument("--model", default="deit_fmnist")
-    p.add_argument("--method", choices=["minmax", "p2vit"], default="p2vit")
+    p.add_argument("--method", choices=METHOD_NAMES, default="p2vit")
     p.add_argument("--wbits", type=int, nargs="+", default=[3, 4, 5, 6, 8], help="uniform weight widths of the grid")
     p.add_argument("--abits", type=int, nargs="+", default=[4, 5, 6, 8], help="uniform activation widths of the grid")
     p.add_argument("--hw", nargs="+", default=["edge-8x8", "16x16", "32x32"], help="hardware presets or YAML files")

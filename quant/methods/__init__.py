@@ -4,9 +4,10 @@ from __future__ import annotations
 from quant.methods.base import Method
 from quant.methods.minmax import MinMax
 from quant.methods.p2vit import P2ViT
+from quant.methods.pfcr import PFCR
 from quant.parts import QuantError
 
-METHODS: dict[str, type[Method]] = {"minmax": MinMax, "p2vit": P2ViT}
+METHODS: dict[str, type[Method]] = {"minmax": MinMax, "p2vit": P2ViT, "pfcr": PFCR}
 
 
 def get_method(name: str) -> Method:

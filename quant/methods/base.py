@@ -23,6 +23,10 @@ class Method(ABC):
     def prepare(self, captured, calib: torch.Tensor) -> None:
         """Float re-parameterisation of the traced graph ``captured`` in place, before the sites are observed."""
 
+    def refine(self, qg, calib: torch.Tensor, progress: bool = False) -> None:
+        """After every scale is chosen at a bit-width map: learn on the fake-quant graph ``qg`` in place
+        (reconstruction, quant.reconstruct); nothing here."""
+
     @abstractmethod
     def weight_scale(self, weight: torch.Tensor, inputs: torch.Tensor | None, bits: int) -> torch.Tensor:
         """Per-output-channel scale of ``weight`` [out, ...]; ``inputs`` [rows, in] are calibration inputs (Linear)."""

@@ -107,3 +107,10 @@ def test_an_architecture_without_integer_lowering_evaluates_but_does_not_quantiz
                   "--out", str(tmp_path / "m.vitp"))
     assert res.returncode == 2 and "cannot trace" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_the_cli_offers_every_registered_method():
+    from quant.methods import METHODS
+    from vitsim.cli import METHOD_NAMES
+
+    assert sorted(METHOD_NAMES) == sorted(METHODS)

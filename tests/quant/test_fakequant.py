@@ -1,0 +1,33 @@
+"""The fused fake-quant node (quant.fakequant._FakeQuant) against the same expression written with straight-through
+rounding and left to autograd: equal values, and equal gradients for the input and for an LSQ scale (per tensor,
+per channel, broadcast over a conv's spatial axes, with and without a zero point). A hand-written backward that
+dropped the clipping mask or the -x/s term of LSQ would differ."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from quant.fakequant import fake_quant_ste, round_ste
+from quant.parts import qrange
+
+
+def _written_out(x, scale, bits, signed, zero):
+    lo, hi = qrange(bits, signed)
+    return (torch.clamp(round_ste(x / scale) + zero, lo, hi) - zero) * scale
+
+
+@pytest.mark.parametrize("shape,scale_shape", [((5, 7, 6), ()), ((5, 7, 6), (6,)), ((4, 3, 5, 5), (3, 1, 1))])
+@pytest.mark.parametrize("bits,signed,zero", [(4, True, 0), (4, True, 3), (3, False, 0), (8, True, -5)])
+def test_fused_fake_quant_has_the_straight_through_gradients(shape, scale_shape, bits, signed, zero):
+    torch.manual_seed(bits + zero)
+    x = (torch.randn(shape, dtype=torch.float64) * 2 ** (bits - 1)).requires_grad_()
+    scale = (torch.rand(scale_shape, dtype=torch.float64) + 0.2).requires_grad_()
+    upstream = torch.randn(shape, dtype=torch.float64)
+    fused = fake_quant_ste(x, scale, bits, signed, zero)
+    written = _written_out(x, scale, bits, signed, zero)
+    assert torch.equal(fused, written)
+    for a, b in zip(torch.autograd.grad((fused * upstream).sum(), (x, scale)),
+                    torch.autograd.grad((written * upstream).sum(), (x, scale))):
+        assert torch.allclose(a, b, atol=1e-12)
+    clipped = (torch.floor(x / scale + 0.5) + zero > qrange(bits, signed)[1]).any()
+    assert clipped  # the data reach the clipping range, so the mask is exercised
