@@ -135,9 +135,10 @@ def reconstruct(qg: QuantGraph, images: torch.Tensor, units: list[Unit], config:
     gen = torch.Generator().manual_seed(config.seed)
     results = []
     try:
-        for unit, (float_in, target) in show(list(zip(units, float_io)), label, "unit", progress):
-            inputs = float_in if config.inputs == "float" else _as_list(_batched(unit.prefix, [images]))
-            results.append(_reconstruct_unit(unit, inputs, target, config, gen))
+        with torch.random.fork_rng():   # QDrop draws from the global generator: leave the caller's state alone
+            for unit, (float_in, target) in show(list(zip(units, float_io)), label, "unit", progress):
+                inputs = float_in if config.inputs == "float" else _as_list(_batched(unit.prefix, [images]))
+                results.append(_reconstruct_unit(unit, inputs, target, config, gen))
     finally:
         for m, flag in zip(qg.nonlinear(), integer):
             m.integer = flag
