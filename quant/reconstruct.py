@@ -21,7 +21,7 @@ Defaults follow BRECQ / QDrop's code (batch 32, AdaRound lr 1e-3, lambda 0.01) w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -68,7 +68,6 @@ class UnitResult:
     unit: str
     error_before: float                   # mean squared error per element of the unit output, on all images
     error_after: float
-    learnt: dict[str, int] = field(default_factory=dict)
 
 
 def _gemms(unit: Unit) -> list[QuantLinear | QuantConv2d]:
@@ -163,10 +162,8 @@ def _reconstruct_unit(unit: Unit, inputs: list[torch.Tensor], target: torch.Tens
     if config.weights:
         groups.append({"params": [p for g in gemms for p in (g.weight, g.bias) if p is not None], "lr": config.lr_weight})
     groups = [g for g in groups if g["params"]]
-    learnt = {"rounded_weights": sum(g.weight.numel() for g in gemms) if config.rounding else 0,
-              "scales": len(sites) if config.scales else 0}
     if not groups:
-        return UnitResult(unit.name, before, before, learnt)
+        return UnitResult(unit.name, before, before)
     for s in sites:
         s.drop = config.drop
     optimizer = torch.optim.Adam(groups)
@@ -191,4 +188,4 @@ def _reconstruct_unit(unit: Unit, inputs: list[torch.Tensor], target: torch.Tens
     for s in sites:
         s.drop = 0.0
         s.freeze()
-    return UnitResult(unit.name, before, _error(unit, inputs, target), learnt)
+    return UnitResult(unit.name, before, _error(unit, inputs, target))

@@ -31,10 +31,6 @@ class Unit:
     module: fx.GraphModule      # unit inputs -> unit output
     prefix: fx.GraphModule      # model input -> tuple of the unit inputs
 
-    @property
-    def paths(self) -> set[str]:
-        return {n.meta["path"] for n in self.nodes if "path" in n.meta}
-
 
 def _extract(gm: fx.GraphModule, nodes: list[fx.Node], outputs: list[fx.Node], keep_placeholders: bool
              ) -> tuple[fx.GraphModule, list[fx.Node]]:
@@ -113,7 +109,10 @@ def _split_at_first_shortcut(nodes: list[fx.Node], prefix: str) -> tuple[list[fx
 def layer_unit(gm: fx.GraphModule, layer: str) -> Unit:
     """One GEMM with the quantization sites on its inputs."""
     order = list(gm.graph.nodes)
-    (node,) = [n for n in order if n.meta.get("path") == layer and n.meta.get("kind") in ("linear", "conv2d", "matmul")]
+    found = [n for n in order if n.meta.get("path") == layer and n.meta.get("kind") in ("linear", "conv2d", "matmul")]
+    if len(found) != 1:
+        raise QuantError(f"no GEMM layer named {layer!r} (see `vitsim layers`)")
+    node = found[0]
     sites = [a for a in node.all_input_nodes if a.meta.get("kind") == "site"]
     nodes = [n for n in order if n in sites or n is node]
     return _unit(gm, layer, nodes)
@@ -134,12 +133,10 @@ def units(gm: fx.GraphModule, granularity: str, layers: list[str] | None = None)
         k = int(m.group(1))
         if k < 1:
             raise QuantError(f"unit granularity {granularity!r}: want at least one block")
-        out = []
+        out, order = [], list(gm.graph.nodes)
         for i in range(0, len(blocks), k):
             group = blocks[i:i + k]
-            first, last = _run(gm, group[0]), _run(gm, group[-1])
-            order = list(gm.graph.nodes)
-            nodes = order[order.index(first[0]):order.index(last[-1]) + 1]
+            nodes = order[order.index(_run(gm, group[0])[0]):order.index(_run(gm, group[-1])[-1]) + 1]
             out.append(_unit(gm, group[0] if len(group) == 1 else f"{group[0]}..{group[-1]}", nodes))
         return out
     if granularity not in GRANULARITIES:

@@ -122,3 +122,8 @@ def test_a_config_that_learns_nothing_is_refused():
         ReconConfig(rounding=False)
     with pytest.raises(QuantError, match="inputs"):
         ReconConfig(inputs="teacher")
+
+
+def test_an_unknown_layer_unit_is_a_clear_error(p2vit_models):
+    with pytest.raises(QuantError, match="no GEMM layer named 'blocks.0.attn.qkvv'"):
+        units(p2vit_models[(4, 4)].qg.gm, "layer", ["blocks.0.attn.qkvv"])
