@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.layernorm import NORM_BITS, layernorm_int
-from hwsim.kernels.softmax import softmax_int
+from hwsim.kernels.softmax import LOG2, LOG_SQRT2, UNIFORM, softmax_int
 from quant.parts import QuantError, qrange
 from quant.quantizer import log2_codes, log2_values
 
@@ -92,6 +92,7 @@ class ActQuant(torch.nn.Module):
         self.zero_point = 0
         self.axis: int | None = None
         self.log2 = False
+        self.sqrt2 = False                        # log codes in half-octave steps (log-sqrt(2), RepQ-ViT)
         self.register_buffer("scale", torch.ones((), dtype=torch.float64))
         self.observer = None                      # set while calibrating
         self.lsq: torch.nn.Parameter | None = None  # log2 of the scale when learnt
@@ -100,10 +101,10 @@ class ActQuant(torch.nn.Module):
 
     # --- format ------------------------------------------------------------------------------------------------
     def set_format(self, scale: torch.Tensor, axis: int | None = None, zero_point: int = 0, signed: bool | None = None,
-                   log2: bool = False, bits: int | None = None) -> None:
+                   log2: bool = False, bits: int | None = None, sqrt2: bool = False) -> None:
         self.scale = scale.detach().double().reshape(-1 if scale.numel() > 1 else ()).clone()
         self.axis = axis if self.scale.numel() > 1 else None
-        self.zero_point, self.log2 = int(zero_point), log2
+        self.zero_point, self.log2, self.sqrt2 = int(zero_point), log2, log2 and sqrt2
         if signed is not None:
             self.signed = signed
         if bits is not None:
@@ -144,8 +145,8 @@ class ActQuant(torch.nn.Module):
         if self.mode == "float":
             return x
         if self.log2:
-            codes = log2_codes(x.detach().clamp(min=0), self.bits)
-            return x + (log2_values(codes, self.bits).to(x.dtype) - x).detach()
+            codes = log2_codes(x.detach().clamp(min=0), self.bits, self.sqrt2)
+            return x + (log2_values(codes, self.bits, self.sqrt2).to(x.dtype) - x).detach()
         scale = _view(self.current_scale(), x, self.axis).to(x.dtype)
         q = fake_quant_ste(x, scale, self.bits, self.signed, self.zero_point)
         if self.drop > 0 and torch.is_grad_enabled():
@@ -272,10 +273,11 @@ def _codes(x: torch.Tensor, site: ActQuant) -> np.ndarray:
 
 
 def layernorm_int_params(weight: torch.Tensor, bias: torch.Tensor, out_scale: torch.Tensor,
-                         norm_bits: int = NORM_BITS) -> dict[str, np.ndarray]:
+                         norm_bits: int = NORM_BITS, zero_point: int = 0) -> dict[str, np.ndarray]:
     """Integer LayerNorm constants for output scale ``out_scale`` (per tensor or per channel): the multiplier
     R = gamma * sqrt(C) / (2^norm_bits * s_out) as G / 2^shift with G on 15 bits of magnitude, and beta on the same
-    shift. Shared by the fake-quant module and the lowering, so both compute the same integers."""
+    shift, plus the output zero point (z 2^shift, so the rounded code comes out with z added: exact). Shared by the
+    fake-quant module and the lowering, so both compute the same integers."""
     c = weight.numel()
     gamma, beta = weight.detach().double(), bias.detach().double()
     s = out_scale.detach().double().expand(c) if out_scale.numel() == 1 else out_scale.detach().double()
@@ -287,7 +289,7 @@ def layernorm_int_params(weight: torch.Tensor, bias: torch.Tensor, out_scale: to
     over = g.abs() >= 2 ** (GAMMA_BITS - 1)
     shift = torch.where(over, shift - 1, shift)
     g = torch.floor(ratio * torch.exp2(shift.double()) + 0.5)
-    b = torch.floor(beta * torch.exp2(shift.double()) / s + 0.5)
+    b = torch.floor(beta * torch.exp2(shift.double()) / s + 0.5) + zero_point * torch.exp2(shift.double())
     return {"gamma": g.long().numpy(), "beta": b.long().numpy(), "shift": shift.numpy()}
 
 
@@ -324,13 +326,14 @@ class QuantLayerNorm(_Nonlinear):
         site = self.out_site[0]
         # The input is on a power-of-two grid; integer LayerNorm is invariant to that scale, so its codes suffice.
         codes = _codes(x, self.in_site[0])
-        p = layernorm_int_params(self.weight, self.bias, site.current_scale())
+        p = layernorm_int_params(self.weight, self.bias, site.current_scale(), zero_point=site.zero_point)
         rows = codes.reshape(-1, codes.shape[-1])
         out = np.empty(rows.shape, dtype=np.int64)
         lo, hi = qrange(site.bits, site.signed)
         layernorm_int(rows, p["gamma"], p["beta"], p["shift"], lo, hi, out)
         scale = _view(site.current_scale().detach(), x, site.axis)
-        return self._straight_through(y, torch.from_numpy(out.reshape(codes.shape)).double() * scale)
+        values = (torch.from_numpy(out.reshape(codes.shape)).double() - site.zero_point) * scale
+        return self._straight_through(y, values)
 
 
 class QuantSoftmax(_Nonlinear):
@@ -346,9 +349,11 @@ class QuantSoftmax(_Nonlinear):
         codes = _codes(x, site_in)
         rows = codes.reshape(-1, codes.shape[-1])
         out = np.empty(rows.shape, dtype=np.int64)
-        softmax_int(rows, -int(site_in.exps()), site_out.bits, site_out.log2, out)
+        mode = (LOG_SQRT2 if site_out.sqrt2 else LOG2) if site_out.log2 else UNIFORM
+        softmax_int(rows, -int(site_in.exps()), site_out.bits, mode, out)
         out = torch.from_numpy(out.reshape(codes.shape))
-        values = log2_values(out, site_out.bits) if site_out.log2 else out.double() * site_out.current_scale().detach()
+        values = log2_values(out, site_out.bits, site_out.sqrt2) if site_out.log2 \
+            else out.double() * site_out.current_scale().detach()
         return self._straight_through(y, values)
 
 

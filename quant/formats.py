@@ -48,17 +48,19 @@ def assign_formats(qg: QuantGraph, observers: dict[str, Observer], method, memo:
                 exp = min(exp, site.max_exp)
             site.set_format(torch.exp2(torch.tensor(float(exp), dtype=torch.float64)))
         elif site.role == "softmax":
-            if method.softmax_log2_bits is not None:
-                site.set_format(torch.ones((), dtype=torch.float64), signed=False, log2=True,
-                                bits=method.softmax_log2_bits)
+            code_bits = method.softmax_code_bits(_matmul_abits(qg, site))
+            if code_bits is not None:
+                site.set_format(torch.ones((), dtype=torch.float64), signed=False, log2=True, bits=code_bits,
+                                sqrt2=method.softmax_sqrt2)
             else:
                 site.set_format(torch.exp2(torch.tensor(-float(site.bits), dtype=torch.float64)), signed=False)
         elif site.role == "tensor":
             site.set_format(cached("tensor", name, site.bits, lambda: method.tensor_scale(
                 obs, site.bits, consumer=_consumer_weight(qg, site))))
         elif site.role == "ptf":
-            site.set_format(cached("ptf", name, site.bits, lambda: method.ptf_scale(
-                obs, site.bits, consumer=_consumer_weight(qg, site))), axis=-1)
+            scale, zero = cached("ptf", name, site.bits, lambda: method.ptf_format(
+                obs, site.bits, consumer=_consumer_weight(qg, site)))
+            site.set_format(scale, axis=-1, zero_point=zero)
         elif site.role == "skewed":
             scale, zero = cached("skewed", name, site.bits, lambda: method.zero_point_scale(
                 obs, site.bits, consumer=_consumer_weight(qg, site)))
@@ -75,6 +77,11 @@ def assign_formats(qg: QuantGraph, observers: dict[str, Observer], method, memo:
             inputs = observers[g.inputs[0].name].sample() if g.kind == "linear" else None
             return method.weight_scale(g.module.weight.detach(), inputs, g.wbits)
         g.module.wq.set_scale(cached("weight", g.name, g.wbits, choose))
+
+
+def _matmul_abits(qg: QuantGraph, site: ActQuant) -> int:
+    """The activation width of the MatMul whose left operand is ``site``."""
+    return next(g.abits for g in qg.gemms.values() if g.inputs and g.inputs[0] is site)
 
 
 def _head_scales(qg: QuantGraph, observers: dict[str, Observer], method, name: str, site: ActQuant) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 import torch.fx as fx
 
 from hwsim.ir import Program
+from hwsim.ops.gemm_ops import log_decode_exp
 from quant.export import ProgramBuilder
 from quant.fakequant import SIG_BITS, ActQuant, AlignQuant, QuantLayerNorm, layernorm_int_params
 from quant.parts import QuantError, qrange
@@ -38,6 +39,7 @@ class Val:
     zero_point: int = 0
     acc: bool = False                   # a raw accumulator: must be requantized before use
     log2: bool = False
+    sqrt2: bool = False                 # log codes of base sqrt(2)
     const: torch.Tensor | None = None   # a float constant (per sample)
     image: bool = False
     parts: list["Val"] | None = None    # the items of an unbind
@@ -376,9 +378,10 @@ def _matmul(lw: Lowering, node: fx.Node) -> Val:
         b_name, attrs["transpose_b"] = prod.inputs[0], True  # fold K^T into the MatMul (the Permute dies)
     shape_out = lw.shape(node)
     if a.log2:
-        top = (1 << a.bits) - 2
         attrs["a_log2_bits"] = a.bits
-        a_head = np.full(shape_out[:-2] + (1, 1), 2.0 ** -top)
+        if a.sqrt2:
+            attrs["a_sqrt2"] = True
+        a_head = np.full(shape_out[:-2] + (1, 1), 2.0 ** log_decode_exp(a.bits, a.sqrt2))
     else:
         a_head = np.broadcast_to(a.scale, lw.b.program.tensors[a.name].shape)[..., :1, :1]
     b_head = np.broadcast_to(b_scale, lw.b.program.tensors[b.name].shape)[..., :1, :1]
@@ -405,9 +408,13 @@ def _softmax(lw: Lowering, node: fx.Node) -> Val:
     frac = -_pot_exp(x, m.name)
     site = m.out_site[0]
     shape = lw.shape(node)
-    scale = np.full(shape, 2.0 ** -((1 << site.bits) - 2)) if site.log2 else lw.site_scale(site, shape)
-    out = lw.op("Softmax", m.name, [x.name], site.bits, False, scale, attrs={"frac_bits": frac, "log2": site.log2})
-    return Val(out, scale, site.bits, False, log2=site.log2)
+    scale = np.full(shape, 2.0 ** log_decode_exp(site.bits, site.sqrt2)) if site.log2 else lw.site_scale(site, shape)
+    attrs = {"frac_bits": frac, "log2": site.log2}
+    if site.sqrt2:
+        attrs["sqrt2"] = True
+    out = lw.op("Softmax", m.name, [x.name], site.bits, False, scale, attrs=attrs)
+    return Val(out, scale, site.bits, False, log2=site.log2, sqrt2=site.sqrt2)
+
 
 
 @emitter("gelu")
@@ -425,12 +432,12 @@ def _layernorm(lw: Lowering, node: fx.Node) -> Val:
     m: QuantLayerNorm = lw.module(node)
     x = lw.vals[node.args[0]]
     site = m.out_site[0]
-    p = layernorm_int_params(m.weight, m.bias, site.scale)
+    p = layernorm_int_params(m.weight, m.bias, site.scale, zero_point=site.zero_point)
     params = {"gamma": lw.b.constant(f"{m.name}.gamma", p["gamma"], 16), "beta": lw.b.constant(f"{m.name}.beta", p["beta"]),
               "shift": lw.b.constant(f"{m.name}.shift", p["shift"], 8)}
     scale = lw.site_scale(site, lw.shape(node))
-    out = lw.op("LayerNorm", m.name, [x.name], site.bits, site.signed, scale, params)
-    return Val(out, scale, site.bits, site.signed)
+    out = lw.op("LayerNorm", m.name, [x.name], site.bits, site.signed, scale, params, zero_point=site.zero_point)
+    return Val(out, scale, site.bits, site.signed, site.zero_point)
 
 
 @emitter("add")

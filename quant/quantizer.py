@@ -14,7 +14,8 @@ the last axis of an activation):
 A PoT scale from ``minmax`` / ``percentile`` is rounded up to the next power of two (no extra clipping).
 Log2 presets (post-softmax probabilities, FQ-ViT's log-int-softmax): code = round(log2(1 / p)) in the log domain with
 sqrt(2) as 181/128 (as hwsim.kernels.softmax.log2_code), value 2^-code, and the top code 2^b - 1 stands for 0; the
-integer side multiplies by such values with shifts.
+integer side multiplies by such values with shifts. Log-sqrt(2) codes (RepQ-ViT) take half-octave steps: the log2 code
+of p^2, value 2^(-code / 2) with the odd codes' sqrt(2) as 181/128 (hwsim.ops.gemm_ops.decode_log_sqrt2).
 Codes round half up (docs/numerics.md): the same integers hwsim computes.
 """
 from __future__ import annotations
@@ -60,9 +61,12 @@ def quant_error(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | int, 
     return ((dx if consumer is None else dx @ consumer.double().t()) ** 2).sum()
 
 
-def log2_codes(p: torch.Tensor, bits: int) -> torch.Tensor:
-    """Log2 codes of probabilities ``p`` in [0, 1]: round(log2(1 / p)) in the log domain, 2^bits - 1 for 0 and below."""
+def log2_codes(p: torch.Tensor, bits: int, sqrt2: bool = False) -> torch.Tensor:
+    """Log2 codes of probabilities ``p`` in [0, 1]: round(log2(1 / p)) in the log domain, 2^bits - 1 for 0 and below;
+    ``sqrt2``: round(log_sqrt2(1 / p)), the log2 code of p^2."""
     p = p.double()
+    if sqrt2:
+        p = p * p
     zero_code = (1 << bits) - 1
     safe = torch.where(p > 0, p, torch.ones_like(p))
     lg = torch.floor(-torch.log2(safe))  # 2^lg <= 1/p < 2^(lg + 1)
@@ -70,9 +74,45 @@ def log2_codes(p: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.where(p > 0, torch.clamp(code, max=zero_code), torch.full_like(p, zero_code))
 
 
-def log2_values(codes: torch.Tensor, bits: int) -> torch.Tensor:
+def log2_values(codes: torch.Tensor, bits: int, sqrt2: bool = False) -> torch.Tensor:
+    """Values of log codes: 2^-code, or with ``sqrt2`` 2^(-code / 2) as the integer side computes it (odd codes
+    (181/128) 2^(-(code + 1) / 2)); the top code is 0."""
     zero_code = (1 << bits) - 1
-    return torch.where(codes >= zero_code, torch.zeros_like(codes, dtype=torch.float64), torch.exp2(-codes.double()))
+    c = codes.double()
+    if sqrt2:
+        value = torch.exp2(-torch.ceil(c / 2)) * torch.where(c % 2 == 1, SQRT2_NUM / SQRT2_DEN, 1.0)
+    else:
+        value = torch.exp2(-c)
+    return torch.where(codes >= zero_code, torch.zeros_like(c), value)
+
+
+CLIP_PERCENTILES = (1.0, 0.99999, 0.9999, 0.999)  # RepQ-ViT / I&S-ViT: clipping candidates, chosen by MSE
+
+
+def percentile_mse(obs: Observer, bits: int, signed: bool, asymmetric: bool,
+                   percentiles: tuple[float, ...] = CLIP_PERCENTILES) -> tuple[torch.Tensor, int]:
+    """Per-tensor (scale, zero point) clipped at the percentile of least quantization MSE on the observer's sample
+    (RepQ-ViT, Li et al., ICCV 2023; I&S-ViT): 1.0 is the observed range. Asymmetric: [q_(1-p), q_p] onto the whole
+    code range with a zero point; symmetric: the p-quantile of |x| onto the largest code."""
+    x = obs.sample().reshape(-1)
+    lo_all, hi_all = float(obs.min_c.min()), float(obs.max_c.max())
+    qmin, qmax = qrange(bits, signed)
+    flat = x.float()
+    best: tuple[float, torch.Tensor, int] | None = None
+    for p in percentiles:
+        if asymmetric:
+            lo = lo_all if p == 1.0 else float(torch.quantile(flat, 1 - p))
+            hi = hi_all if p == 1.0 else float(torch.quantile(flat, p))
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+            scale = torch.tensor(max(hi - lo, 1e-12) / (qmax - qmin), dtype=torch.float64)
+            zero = int(min(max(qmin - round_half_up(torch.tensor(lo / float(scale))), qmin), qmax))
+        else:
+            top = max(abs(lo_all), abs(hi_all)) if p == 1.0 else float(torch.quantile(flat.abs(), p))
+            scale, zero = absmax_scale(torch.tensor(top), bits, signed), 0
+        err = float(((fake_quant(x, scale, bits, signed, zero) - x) ** 2).mean())
+        if best is None or err < best[0]:
+            best = (err, scale, zero)
+    return best[1], best[2]
 
 
 class Quantizer:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.fx as fx
@@ -93,8 +94,12 @@ class QuantGraph(torch.nn.Module):
         return [m for m in self.gm.modules() if isinstance(m, (QuantLayerNorm, QuantSoftmax, QuantGELU))]
 
     @staticmethod
-    def build(captured: Captured, bits: dict[str, dict[str, int]], softmax_log2_bits: int | None) -> "QuantGraph":
-        """``bits``: per GEMM name, ``{"wbits", "abits"}`` (quant.mixed_precision resolves a map into this)."""
+    def build(captured: Captured, bits: dict[str, dict[str, int]],
+              softmax_log2_bits: Callable[[int], int | None] | int | None) -> "QuantGraph":
+        """``bits``: per GEMM name, ``{"wbits", "abits"}`` (quant.mixed_precision resolves a map into this);
+        ``softmax_log2_bits``: the width of log softmax codes (None: uniform at the MatMul's abits), or a function of
+        the MatMul's abits giving it (quant.methods.base.Method.softmax_code_bits)."""
+        code_bits = softmax_log2_bits if callable(softmax_log2_bits) else lambda abits: softmax_log2_bits
         gm = copy.deepcopy(captured.gm)
         graph = gm.graph
         holder = torch.nn.Module()
@@ -160,8 +165,8 @@ class QuantGraph(torch.nn.Module):
                 role_a = "softmax" if a_src.meta.get("kind") == "softmax" else "head"
                 sa = site_on_edge(node, node.args[0], f"{name}.a", role_a, b["abits"])
                 sb = site_on_edge(node, node.args[1], f"{name}.b", "head", b["abits"])
-                if role_a == "softmax" and softmax_log2_bits is not None:
-                    sa.bits = softmax_log2_bits
+                if role_a == "softmax" and code_bits(b["abits"]) is not None:
+                    sa.bits = code_bits(b["abits"])
                 gemms[name] = Gemm(name, kind, None, [sa, sb], 0, b["abits"])
             elif kind == "add":
                 leader = site_after(node, name, "internal", INTERNAL_BITS)

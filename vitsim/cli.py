@@ -15,7 +15,13 @@ from typing import Any, Callable
 
 # The PTQ methods (quant.methods.METHODS), listed here so that `vitsim --help` does not import torch;
 # tests/vitsim/test_cli.py checks that the two lists agree.
-METHOD_NAMES = ["minmax", "p2vit", "pfcr"]
+METHOD_NAMES = ["minmax", "repq", "p2vit", "pfcr"]
+# Each method's default calibration set (quant.methods: Method.calibration_images), checked against it by the same test.
+METHOD_CALIBRATION = {"minmax": 256, "repq": 32, "p2vit": 256, "pfcr": 256}
+
+
+def _calib(args: argparse.Namespace) -> int:
+    return args.calib if args.calib is not None else METHOD_CALIBRATION[args.method]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -75,7 +81,7 @@ def _quant_lines(r: dict[str, Any]) -> list[str]:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from vitsim.pipelines import make_recipe, quantize
 
-    recipe = make_recipe(args.model, args.method, args.wbits, args.abits, args.mp, args.calib, args.seed,
+    recipe = make_recipe(args.model, args.method, args.wbits, args.abits, args.mp, _calib(args), args.seed,
                          args.checkpoint, args.data, args.data_root, not args.quantize_first_last)
     result = quantize(recipe, args.out, args.limit, simulate=not args.no_simulate, progress=not args.json)
     _emit(result, args.json, _quant_lines)
@@ -154,7 +160,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     from vitsim.explore import explore
 
     r = explore(args.model, args.method, args.wbits, args.abits, args.hw, args.out, args.mp_search, args.budget,
-                args.limit, args.calib, args.held_out, args.seed, args.data, progress=not args.json,
+                args.limit, _calib(args), args.held_out, args.seed, args.data, progress=not args.json,
                 hw_overrides=args.set, objective=args.fitness)
     _emit(r, args.json, _explore_lines)
     return 0
@@ -236,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wbits", type=int, default=8, help="weight bits (2..8)")
     p.add_argument("--abits", type=int, default=8, help="activation bits (2..8)")
     p.add_argument("--mp", default=None, help="mixed-precision map (YAML; see quant/mixed_precision.py)")
-    p.add_argument("--calib", type=_positive, default=256, help="calibration images (from the training set)")
+    p.add_argument("--calib", type=_positive, default=None,
+                   help="calibration images from the training set (default: the method's, "
+                        + ", ".join(f"{k} {v}" for k, v in METHOD_CALIBRATION.items()) + ")")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset")
     p.add_argument("--quantize-first-last", action="store_true", help="also quantize patch embedding and head to W/A bits (default keeps them at 8)")
     p.add_argument("--no-simulate", action="store_true", help="skip the integer simulation")
@@ -279,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default=None, help="energy=UJ, latency=MS or bits=AVG; a value like W4A4 means that "
                                                   "uniform configuration's figure on each hardware")
     p.add_argument("--limit", type=_positive, default=2000, help="test images for accuracy (a fixed subset)")
-    p.add_argument("--calib", type=_positive, default=256, help="calibration images (training set)")
+    p.add_argument("--calib", type=_positive, default=None, help="calibration images (training set; default: the method's)")
     p.add_argument("--held-out", type=_positive, default=512, help="held-out training images for search fitness")
     p.add_argument("--fitness", choices=["kl", "ce"], default="kl",
                    help="search objective on the held-out images: KL of the integer model's class probabilities from "

@@ -14,28 +14,36 @@ from dataclasses import dataclass
 MODE_INT8 = 0
 MODE_INT4X2 = 1
 MODE_LOG2 = 2
-MODE_NAMES = {MODE_INT8: "int8", MODE_INT4X2: "int4x2", MODE_LOG2: "log2"}
+MODE_LOG_SQRT2 = 3   # log-sqrt(2) codes x int8: the PE's log2 mode with a shift-add by 181 for odd codes
+MODE_NAMES = {MODE_INT8: "int8", MODE_INT4X2: "int4x2", MODE_LOG2: "log2", MODE_LOG_SQRT2: "log_sqrt2"}
 PACKED_MAX_BITS = 4  # both operands at most this wide run two MACs per PE per cycle (int4x2)
-ALL_MODES = tuple(MODE_NAMES.values())
+ALL_MODES = ("int8", "int4x2", "log2")  # the PE's optional datapaths (rtl/src/mac_pe.v); "log2" serves both log modes
 
 
-def gemm_mode(a_bits: int, b_bits: int, a_log2: bool = False) -> int:
-    """PE mode for operand widths: log2 codes x int8, packed 2 x int4, or int8 (narrower values sign-extended)."""
+def log_decoded_bits(code_bits: int, sqrt2: bool = False) -> int:
+    """Signed width of the integer a log code decodes to (hwsim.ops.gemm_ops): 2^(2^b - 2) for base 2,
+    128 * 2^(2^(b-1) - 1) for base sqrt(2)."""
+    return (1 << (code_bits - 1)) + 8 if sqrt2 else 1 << code_bits
+
+
+def gemm_mode(a_bits: int, b_bits: int, a_log2: bool = False, a_sqrt2: bool = False) -> int:
+    """PE mode for operand widths: log codes x int8, packed 2 x int4, or int8 (narrower values sign-extended)."""
     if a_log2:
-        return MODE_LOG2
+        return MODE_LOG_SQRT2 if a_sqrt2 else MODE_LOG2
     return MODE_INT4X2 if a_bits <= 4 and b_bits <= 4 else MODE_INT8
 
 
-def gemm_schedule(a_bits: int, b_bits: int, a_log2_bits: int = 0, pe_modes: tuple[str, ...] = ALL_MODES) -> tuple[int, int]:
+def gemm_schedule(a_bits: int, b_bits: int, a_log2_bits: int = 0, pe_modes: tuple[str, ...] = ALL_MODES,
+                  a_sqrt2: bool = False) -> tuple[int, int]:
     """(PE mode, passes) for signed operand widths on PEs that have ``pe_modes`` (a model-only extension of the RTL).
 
     A mode the PE lacks falls back to int8; an operand wider than 8 signed bits is split into bytes, so the GEMM runs
     ceil(a/8) * ceil(b/8) passes over the array (partial products shifted into the accumulator). Without the log2 mode
-    a b-bit log2 code becomes the integer 2^(2^b - 2), i.e. 2^b signed bits."""
+    a b-bit log code becomes its decoded integer (``log_decoded_bits``)."""
     if a_log2_bits:
         if "log2" in pe_modes:
-            return MODE_LOG2, math.ceil(b_bits / 8)
-        a_bits = 2**a_log2_bits
+            return (MODE_LOG_SQRT2 if a_sqrt2 else MODE_LOG2), math.ceil(b_bits / 8)
+        a_bits = log_decoded_bits(a_log2_bits, a_sqrt2)
     if a_bits <= PACKED_MAX_BITS and b_bits <= PACKED_MAX_BITS and "int4x2" in pe_modes:
         return MODE_INT4X2, 1
     return MODE_INT8, math.ceil(a_bits / 8) * math.ceil(b_bits / 8)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from hwsim.arch import EnergyTable, MemoryConfig
-from hwsim.cost.cycles import MODE_LOG2
+from hwsim.cost.cycles import MODE_LOG2, MODE_LOG_SQRT2
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class GemmActivity:
     a_bits: int
     b_bits: int
     log2: bool
+    sqrt2: bool
     ptf_shifts: int
     a_read_bits: int
     b_read_bits: int
@@ -34,7 +35,8 @@ def gemm_activity(m: int, n: int, k: int, rows: int, cols: int, a_bits: int, b_b
                   ptf_nonzero: int = 0, acc_bits: int = 32, out_bits: int = 16, requant: bool = True) -> GemmActivity:
     """Activity of an M x K x N GEMM tiled R x C; ``ptf_nonzero`` = reduction indices whose PTF shift is non-zero."""
     row_blocks, col_blocks = math.ceil(m / rows), math.ceil(n / cols)
-    return GemmActivity(macs=m * n * k, a_bits=a_bits, b_bits=b_bits, log2=mode == MODE_LOG2,
+    return GemmActivity(macs=m * n * k, a_bits=a_bits, b_bits=b_bits, log2=mode in (MODE_LOG2, MODE_LOG_SQRT2),
+                        sqrt2=mode == MODE_LOG_SQRT2,
                         ptf_shifts=m * n * ptf_nonzero, a_read_bits=m * k * a_bits * col_blocks,
                         b_read_bits=n * k * b_bits * row_blocks, param_read_bits=n * (acc_bits + 8) * row_blocks,
                         write_bits=m * n * (out_bits + acc_bits), requants=m * n if requant else 0, acc_bits=acc_bits)
@@ -44,6 +46,8 @@ def gemm_energy_pj(act: GemmActivity, table: EnergyTable, memory: MemoryConfig |
     """Energy breakdown (pJ) of a GEMM: multiply, accumulate (with PTF shifts), requant, sram; ``total`` sums them."""
     memory = memory or MemoryConfig()
     mult = act.macs * (table.shift(act.acc_bits) if act.log2 else table.mult(act.a_bits, act.b_bits))
+    if act.sqrt2:  # odd log-sqrt(2) codes (about half) add four shifted copies: 181 = 10110101b
+        mult += act.macs * 2 * table.add(act.acc_bits)
     words = lambda bits: math.ceil(bits / 64)  # noqa: E731
     parts = {
         "multiply": mult,

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwsim.arch import HardwareConfig
-from hwsim.cost.cycles import (MODE_LOG2, MODE_NAMES, gelu_row_cycles, gemm_schedule, gemm_tile_cycles, k_steps,
-                               layernorm_row_cycles, softmax_row_cycles, ws_tile_cycles)
+from hwsim.cost.cycles import (MODE_LOG2, MODE_LOG_SQRT2, MODE_NAMES, gelu_row_cycles, gemm_schedule, gemm_tile_cycles,
+                               k_steps, layernorm_row_cycles, softmax_row_cycles, ws_tile_cycles)
 from hwsim.cost.energy import gemm_activity, gemm_energy_pj
 from hwsim.ir.schema import Op, Program, TensorSpec
 
@@ -135,6 +135,7 @@ class GemmShape:
     a: TensorSpec
     b: TensorSpec
     a_log2_bits: int = 0
+    a_sqrt2: bool = False               # the log codes are log-sqrt(2) codes
     a_dram_bytes: int | None = None     # bytes of A as stored (a convolution reads its input, not the im2col rows)
     const_bytes: int = 0                # weights, bias and shifts read from DRAM
     ptf_nonzero: int = 0
@@ -145,7 +146,7 @@ def price_gemm(op: Op, program: Program, ctx: PriceContext, g: GemmShape) -> OpC
     out = ctx.out_spec(op, program)
     a_bits = g.a_log2_bits if g.a_log2_bits else signed_bits(g.a)
     b_bits = signed_bits(g.b)
-    mode, passes = gemm_schedule(a_bits, b_bits, g.a_log2_bits, arr.pe_modes)
+    mode, passes = gemm_schedule(a_bits, b_bits, g.a_log2_bits, arr.pe_modes, g.a_sqrt2)
     rows, cols = arr.rows, arr.cols
     row_blocks, col_blocks = math.ceil(g.m / rows), math.ceil(g.n / cols)
     if arr.dataflow == "os":
@@ -189,7 +190,7 @@ def price_gemm(op: Op, program: Program, ctx: PriceContext, g: GemmShape) -> OpC
     for part in ("multiply", "accumulate", "requant", "sram"):
         cost.energy_pj[part] = g.groups * e[part]
     cost.energy_pj["sram"] += ctx.activation_sram_pj(op, program)
-    if mode != MODE_LOG2 and passes > 1:  # each byte pass accumulates again
+    if mode not in (MODE_LOG2, MODE_LOG_SQRT2) and passes > 1:  # each byte pass accumulates again
         cost.energy_pj["accumulate"] *= passes
     _dram_energy(cost, hw)
     return cost
@@ -222,7 +223,7 @@ def price_matmul(op: Op, program: Program, ctx: PriceContext) -> OpCost:
     a, b = (program.tensors[t] for t in op.inputs)
     n = b.shape[-2] if op.attrs.get("transpose_b", False) else b.shape[-1]
     g = GemmShape(int(np.prod(a.shape[:-2])), a.shape[-2], a.shape[-1], n, a, b,
-                  a_log2_bits=int(op.attrs.get("a_log2_bits", 0)))
+                  a_log2_bits=int(op.attrs.get("a_log2_bits", 0)), a_sqrt2=bool(op.attrs.get("a_sqrt2", False)))
     return price_gemm(op, program, ctx, g)
 
 
@@ -273,6 +274,8 @@ def price_softmax(op: Op, program: Program, ctx: PriceContext) -> OpCost:
     e = ctx.hw.energy
     per = 4 * e.add(16) + 3 * e.shift(16) + e.add(32)
     per += 16 * (e.add(32) + e.shift(32)) if op.attrs.get("log2", False) else 32 * e.add(32)
+    if op.attrs.get("sqrt2", False):  # the log-sqrt(2) code compares squares: a 16 x 16 product per element
+        per += e.mult(16, 16)
     compute = math.ceil(rows / ctx.hw.units.softmax) * softmax_row_cycles(n)
     cost = _stream(op, program, ctx, "softmax", compute, n * x.bits / 8)
     out = ctx.out_spec(op, program)

@@ -30,22 +30,31 @@ def _check_constants(program: Program) -> None:
         raise ProgramError(f"constants without a declared tensor: {sorted(extra)[:5]}")
 
 
-# Zero points: only a Requant adds one, and only a Linear reads one (the exporter folds -z * sum_k W_nk into its
+# Zero points: a Requant adds one (after rounding) and a LayerNorm adds one through its beta (z 2^shift), layout ops
+# move codes and keep theirs, and only a Linear does arithmetic on one (the exporter folds -z * sum_k W_nk into its
 # bias, so the op multiplies raw codes). Everywhere else a non-zero zero point would be silently ignored.
-ZERO_POINT_PRODUCERS = ("Requant",)
-ZERO_POINT_CONSUMERS = ("Linear",)
+ZERO_POINT_PRODUCERS = ("Requant", "LayerNorm")
+LAYOUT_KINDS = ("Reshape", "Permute", "Slice", "Roll", "Concat")
+ZERO_POINT_CONSUMERS = ("Linear",) + LAYOUT_KINDS
 
 
 def _check_zero_points(program: Program) -> None:
-    producer = {t: op.kind for op in program.ops for t in op.outputs}
+    producer = {t: op for op in program.ops for t in op.outputs}
     for name, spec in program.tensors.items():
+        op = producer.get(name)
+        if op is not None and op.kind in LAYOUT_KINDS:
+            moved = {program.tensors[t].zero_point for t in op.inputs}
+            if moved != {spec.zero_point}:
+                raise ProgramError(f"tensor {name!r}: {op.kind} keeps its input's zero point {sorted(moved)}, "
+                                   f"but it declares {spec.zero_point}")
         if spec.zero_point == 0:
             continue
         if not spec.qmin <= spec.zero_point <= spec.qmax:
             raise ProgramError(f"tensor {name!r}: zero point {spec.zero_point} outside its {spec.bits}-bit range")
-        if producer.get(name) not in ZERO_POINT_PRODUCERS:
-            raise ProgramError(f"tensor {name!r}: a zero point needs a Requant producer, got {producer.get(name, 'none')}")
-        readers = {op.kind for op in program.ops if name in op.inputs}
+        if op is None or op.kind not in ZERO_POINT_PRODUCERS + LAYOUT_KINDS:
+            raise ProgramError(f"tensor {name!r}: a zero point needs a Requant or LayerNorm producer, got "
+                               f"{op.kind if op else 'none'}")
+        readers = {o.kind for o in program.ops if name in o.inputs}
         if not readers <= set(ZERO_POINT_CONSUMERS):
             raise ProgramError(f"tensor {name!r} has zero point {spec.zero_point} but is read by "
                                f"{sorted(readers - set(ZERO_POINT_CONSUMERS))}, which ignore zero points")

@@ -1,4 +1,4 @@
-"""Integer softmax: I-ViT Shiftmax exponent (Li & Gu, ICCV 2023) with a uniform or a log2 output.
+"""Integer softmax: I-ViT Shiftmax exponent (Li & Gu, ICCV 2023) with a uniform, a log2 or a log-sqrt(2) output.
 
 Row-wise over the last axis of ``x`` (integer logits with f fractional bits):
     E_j = exp_shift(x_j - max(x), f, F=15)            (hwsim.kernels.shiftexp), S = sum_j E_j
@@ -13,6 +13,12 @@ Row-wise over the last axis of ``x`` (integer logits with f fractional bits):
   The rounding matters: flooring S / E_j first and testing its half bit sent every p in (0.5, 1] to 1 and cost
   deit_fmnist p2vit W8A8 0.66 pt; log-domain rounding 0.17 pt, linear-domain nearest 0.35 pt (10 000 test images).
 The log2 codes let attn @ V run as shifts: sum_j V_j << (2^b - 2 - code_j), scale 2^(e_V - (2^b - 2)).
+  log-sqrt(2), b bits (RepQ-ViT's post-softmax quantizer, Li et al., ICCV 2023): code = round(log_sqrt2(S / E_j)),
+  half-octave steps, value 2^(-code / 2). Since log_sqrt2(S / E) = log2(S^2 / E^2), the code is the log2 code of the
+  squares, rounded in the log domain with the same fixed-point sqrt(2) = 181/128:
+        code = log2_code(E_j^2, S^2)        (E_j < 2^16 and S < 2^27, i.e. rows of at most 4096: squares < 2^54)
+  The decode multiplies V by 2^(T - ceil(code / 2)) times 128 (even code) or 181 (odd code), T = 2^(b-1) - 1, scale
+  2^-(T + 7) (hwsim.ops.gemm_ops.decode_log_sqrt2): a shift and, for odd codes, a shift-add by 181 = 10110101b.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from numba import njit, prange
 from hwsim.kernels.shiftexp import EXP_FRAC_BITS, exp_shift
 
 SOFTMAX_NORM_BITS = 31
+UNIFORM, LOG2, LOG_SQRT2 = 0, 1, 2   # output codes of softmax_int
+LOG_SQRT2_MAX_N = 4096               # row length bound of the log-sqrt(2) squares (int64)
 
 
 @njit(cache=True, inline="always")
@@ -47,9 +55,16 @@ def log2_code(e: int, total: int, zero_code: int) -> int:
     return min(code, zero_code)
 
 
+@njit(cache=True, inline="always")
+def log_sqrt2_code(e: int, total: int, zero_code: int) -> int:
+    """Code of p = e / total in half-octave steps: round(log_sqrt2(1 / p)), the log2 code of e^2 / total^2."""
+    return log2_code(e * e, total * total, zero_code)
+
+
 @njit(cache=True, parallel=True)
-def softmax_int(x: np.ndarray, frac_bits: int, out_bits: int, log2_out: bool, out: np.ndarray) -> None:
-    """Integer softmax over the last axis of a 2-D int array into ``out`` (see module docstring)."""
+def softmax_int(x: np.ndarray, frac_bits: int, out_bits: int, mode: int, out: np.ndarray) -> None:
+    """Integer softmax over the last axis of a 2-D int array into ``out``; ``mode`` is UNIFORM, LOG2 or LOG_SQRT2
+    (see module docstring)."""
     rows, n = x.shape
     zero_code = (1 << out_bits) - 1
     for r in prange(rows):
@@ -63,9 +78,12 @@ def softmax_int(x: np.ndarray, frac_bits: int, out_bits: int, log2_out: bool, ou
             e = exp_shift(np.int64(x[r, j]) - m, frac_bits, EXP_FRAC_BITS)
             exps[j] = e
             total += e
-        if log2_out:
+        if mode == LOG2:
             for j in range(n):
                 out[r, j] = log2_code(exps[j], total, zero_code)
+        elif mode == LOG_SQRT2:
+            for j in range(n):
+                out[r, j] = log_sqrt2_code(exps[j], total, zero_code)
         else:
             factor = ((np.int64(1) << SOFTMAX_NORM_BITS) - 1) // total
             half = np.int64(1) << (SOFTMAX_NORM_BITS - out_bits - 1)

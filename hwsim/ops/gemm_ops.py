@@ -3,7 +3,8 @@
 Linear may carry ``input_shift`` (per input channel left shifts): FQ-ViT's power-of-two factors (PTF) for
 post-LayerNorm activations, applied to the operand before the multiply as P^2-ViT's shifters do.
 MatMul with ``a_log2_bits = b`` takes log2 softmax codes as its left operand (hwsim.kernels.softmax): a code c is the
-integer 2^(2^b - 2 - c) (0 for the zero code), i.e. attn @ V is a sum of shifted V rows.
+integer 2^(2^b - 2 - c) (0 for the zero code), i.e. attn @ V is a sum of shifted V rows; with ``a_sqrt2`` the codes
+are log-sqrt(2) codes (RepQ-ViT), the integer 2^(T - ceil(c / 2)) * (128, or 181 for odd c), T = 2^(b-1) - 1.
 """
 from __future__ import annotations
 
@@ -113,6 +114,7 @@ def check_matmul(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> lis
     a, b = shapes
     need(len(a) == len(b) >= 2 and a[:-2] == b[:-2], f"batch dims of {a} and {b} differ")
     _check_operand_widths(op, program, [] if op.attrs.get("a_log2_bits", 0) else [op.inputs[0]])
+    need(not op.attrs.get("a_sqrt2", False) or op.attrs.get("a_log2_bits", 0), "a_sqrt2 needs a_log2_bits")
     _check_operand_widths(op, program, [op.inputs[1]])
     if op.attrs.get("transpose_b", False):
         need(a[-1] == b[-1], f"a {a} @ b^T {b}: inner sizes differ")
@@ -127,10 +129,30 @@ def decode_log2(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.where(codes > top, 0, np.left_shift(1, np.clip(top - codes, 0, top))).astype(np.int16)
 
 
+def decode_log_sqrt2(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Log-sqrt(2) softmax codes -> 2^(T - ceil(c / 2)) shifted 128 or (odd c) 181, T = 2^(b-1) - 1; 0 for the zero
+    code: the value 2^(-c / 2) at scale 2^-(T + 7), sqrt(2) as 181/128 (hwsim.kernels.softmax)."""
+    t = (1 << (bits - 1)) - 1
+    c = codes.astype(np.int32)
+    mant = np.where(c & 1, 181, 128).astype(np.int32)
+    return np.where(c >= (1 << bits) - 1, 0, mant << np.clip(t - ((c + 1) >> 1), 0, t)).astype(np.int16)
+
+
+def log_decode(codes: np.ndarray, bits: int, sqrt2: bool) -> np.ndarray:
+    """The integers b-bit log codes (base 2, or sqrt(2)) stand for as a MatMul's left operand."""
+    return decode_log_sqrt2(codes, bits) if sqrt2 else decode_log2(codes, bits)
+
+
+def log_decode_exp(bits: int, sqrt2: bool) -> int:
+    """log2 of the scale of ``log_decode``'s integers: 2^-(2^b - 2) for base 2, 2^-(T + 7) for base sqrt(2)."""
+    return -((1 << (bits - 1)) - 1 + 7) if sqrt2 else -((1 << bits) - 2)
+
+
 def reference_matmul(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
     lhs, rhs = args
     if op.attrs.get("a_log2_bits", 0):
-        lhs = R.log2_decode(lhs, int(op.attrs["a_log2_bits"]))
+        bits = int(op.attrs["a_log2_bits"])
+        lhs = R.log_sqrt2_decode(lhs, bits) if op.attrs.get("a_sqrt2", False) else R.log2_decode(lhs, bits)
     rhs = rhs if op.attrs.get("transpose_b", False) else np.swapaxes(rhs, -1, -2)
     return R.saturate(R.matmul(lhs, rhs), _acc_bits(op), True)[0]
 
@@ -138,9 +160,8 @@ def reference_matmul(op: Op, program: Program, args: list[np.ndarray]) -> np.nda
 @register_op("MatMul", check_matmul, reference_matmul, price_matmul)
 def run_matmul(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     a, b = inputs
-    log_bits = int(op.attrs.get("a_log2_bits", 0))
-    if log_bits:
-        a = decode_log2(a, log_bits)
+    if int(op.attrs.get("a_log2_bits", 0)):
+        a = log_decode(a, int(op.attrs["a_log2_bits"]), bool(op.attrs.get("a_sqrt2", False)))
     # Q.K^T: K [.., N, K] is already the [N, K] operand; attn @ V: V [.., K, N] is packed from its K-major layout.
     panels = pack_b(b.reshape((-1,) + b.shape[-2:]), k_major=not op.attrs.get("transpose_b", False))
     lead = a.shape[:-2]

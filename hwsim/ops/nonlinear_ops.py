@@ -6,7 +6,7 @@ import numpy as np
 from hwsim.ir.schema import Op, Program
 from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.layernorm import MEAN_FRAC_BITS, layernorm_int
-from hwsim.kernels.softmax import softmax_int
+from hwsim.kernels.softmax import LOG2, LOG_SQRT2, LOG_SQRT2_MAX_N, UNIFORM, softmax_int
 from hwsim.cost.pricing import price_gelu, price_layernorm, price_softmax
 from hwsim.ops._registry import need, out_range, param_shape, register_op
 from hwsim.reference import ops as R
@@ -16,28 +16,38 @@ def _rows(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(-1, x.shape[-1])
 
 
+def softmax_mode(op: Op) -> int:
+    """The output codes of a Softmax op: attrs ``log2`` (log codes) and ``sqrt2`` (their base is sqrt(2), half-octave
+    steps; RepQ-ViT's log-sqrt(2) quantizer)."""
+    if not op.attrs.get("log2", False):
+        return UNIFORM
+    return LOG_SQRT2 if op.attrs.get("sqrt2", False) else LOG2
+
+
 def check_softmax(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
     out = program.tensors[op.outputs[0]]
     need(not out.signed, "softmax output must be unsigned")
     need(int(op.attrs.get("frac_bits", -1)) >= 0, "softmax needs frac_bits >= 0 (the logits' fractional bits)")
+    need(not op.attrs.get("sqrt2", False) or op.attrs.get("log2", False), "sqrt2 is the base of log codes: needs log2")
+    if softmax_mode(op) == LOG_SQRT2:
+        need(shapes[0][-1] <= LOG_SQRT2_MAX_N, f"log-sqrt(2) softmax rows take at most {LOG_SQRT2_MAX_N} elements")
     if op.attrs.get("log2", False):
-        need(2 <= out.bits <= 4, f"log2 softmax output takes 2..4 bits, got {out.bits}")
+        need(2 <= out.bits <= 4, f"log softmax output takes 2..4 bits, got {out.bits}")
     else:
         need(1 <= out.bits <= 16, f"uniform softmax output takes 1..16 bits, got {out.bits}")
     return [shapes[0]]
 
 
 def reference_softmax(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
-    return R.softmax(args[0], int(op.attrs["frac_bits"]), program.tensors[op.outputs[0]].bits,
-                     bool(op.attrs.get("log2", False)))
+    return R.softmax(args[0], int(op.attrs["frac_bits"]), program.tensors[op.outputs[0]].bits, softmax_mode(op))
 
 
 @register_op("Softmax", check_softmax, reference_softmax, price_softmax)
 def run_softmax(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     (x,) = inputs
     out = np.empty(x.shape, dtype=np.int32)
-    softmax_int(_rows(x), int(op.attrs["frac_bits"]), program.tensors[op.outputs[0]].bits,
-                bool(op.attrs.get("log2", False)), out.reshape(-1, x.shape[-1]))
+    softmax_int(_rows(x), int(op.attrs["frac_bits"]), program.tensors[op.outputs[0]].bits, softmax_mode(op),
+                out.reshape(-1, x.shape[-1]))
     return [out], 0
 
 

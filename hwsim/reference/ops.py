@@ -52,22 +52,22 @@ def _exp_fixed(d: np.ndarray, f: int, F: int = 15) -> np.ndarray:
     return np.where(q > F, 0, ((I64(1) << F) - frac) >> np.minimum(q, F))
 
 
-def softmax(x: np.ndarray, frac_bits: int, out_bits: int, log2_out: bool) -> np.ndarray:
+def softmax(x: np.ndarray, frac_bits: int, out_bits: int, mode: int) -> np.ndarray:
+    """``mode`` 0 uniform, 1 log2, 2 log-sqrt(2) codes. A log code counts the rounding thresholds the ratio
+    r = S / E passes, r^q >= (181/128) 2^(k-1) for k = 1, 2, ... (q = 1 for log2, q = 2 for log-sqrt(2)): the
+    round-in-the-log-domain code with sqrt(2) ~ 181/128, written without a logarithm."""
     x = np.asarray(x, I64)
     e = _exp_fixed(x - x.max(-1, keepdims=True), frac_bits)
     total = e.sum(-1, keepdims=True)
-    if not log2_out:
+    if mode == 0:
         code = (e * ((I64(2**31) - 1) // total) + (I64(1) << (30 - out_bits))) >> (31 - out_bits)  # round to nearest
         return np.minimum(code, 2**out_bits - 1)
-    top = I64(2**out_bits - 1)
-    safe = np.maximum(e, 1)
-    lg = np.zeros(e.shape, I64)  # the largest lg with e * 2^lg <= total: 2^-(lg+1) < e / total <= 2^-lg
-    for k in range(1, 64):
-        lg = np.where((safe << k) <= total, k, lg)
-        if not ((safe << k) <= total).any():
-            break
-    up = 128 * total >= 181 * (safe << lg)  # round(log2(total / e)) with sqrt(2) ~ 181/128
-    return np.where(e == 0, top, np.minimum(lg + up, top))
+    top = 2**out_bits - 1
+    num, den = (total, e) if mode == 1 else (total * total, e * e)
+    code = np.zeros(e.shape, I64)
+    for k in range(1, top + 1):
+        code += 128 * num >= 181 * den * (I64(1) << (k - 1))
+    return np.where(e == 0, top, code)
 
 
 def gelu(x: np.ndarray, frac_bits: int, sig_bits: int = 8) -> np.ndarray:
@@ -104,6 +104,15 @@ def log2_decode(codes: np.ndarray, code_bits: int) -> np.ndarray:
     codes = np.asarray(codes, I64)
     top = 2**code_bits - 2
     return np.where(codes == top + 1, 0, np.left_shift(I64(1), np.clip(top - codes, 0, None)))
+
+
+def log_sqrt2_decode(codes: np.ndarray, code_bits: int) -> np.ndarray:
+    """Log-sqrt(2) softmax codes -> integers 2^(T - ceil(c / 2)) * (128, or 181 for odd c), T = 2^(b-1) - 1, 0 for
+    the zero code: 2^-(c/2) at scale 2^-(T + 7), with sqrt(2) ~ 181/128."""
+    codes = np.asarray(codes, I64)
+    t = 2 ** (code_bits - 1) - 1
+    mant = np.where(codes % 2 == 1, 181, 128)
+    return np.where(codes >= 2**code_bits - 1, 0, mant * np.left_shift(I64(1), np.clip(t - (codes + 1) // 2, 0, None)))
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int, padding: int) -> np.ndarray:

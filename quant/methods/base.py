@@ -19,6 +19,12 @@ from quant.parts import pot_ceil_exp
 class Method(ABC):
     name = "base"
     softmax_log2_bits: int | None = None  # None: uniform softmax output at the matmul's activation bits
+    softmax_sqrt2 = False                 # log codes of base sqrt(2) (RepQ-ViT) instead of 2
+    calibration_images = 256              # the default calibration set (vitsim quantize --calib)
+
+    def softmax_code_bits(self, abits: int) -> int | None:
+        """Width of the post-softmax log codes at a MatMul of ``abits``; None for uniform codes at ``abits``."""
+        return self.softmax_log2_bits
 
     def prepare(self, captured, calib: torch.Tensor) -> None:
         """Float re-parameterisation of the traced graph ``captured`` in place, before the sites are observed."""
@@ -50,6 +56,12 @@ class Method(ABC):
     def ptf_scale(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> torch.Tensor:
         """Scale of a LayerNorm output read by a Linear: per tensor here, per channel [C] (PTF) where a method says."""
         return self.tensor_scale(obs, bits, consumer=consumer)
+
+    def ptf_format(self, obs: Observer, bits: int,
+                   consumer: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+        """(scale, zero point) of a LayerNorm output read by a Linear: ``ptf_scale`` without a zero point here; a
+        per-tensor zero point is allowed (the integer LayerNorm adds it)."""
+        return self.ptf_scale(obs, bits, consumer), 0
 
     @staticmethod
     def internal_exp(absmax: torch.Tensor, bits: int = 16) -> int:

@@ -23,10 +23,9 @@ Every requantization is therefore a shift (quant.scales.Requant picks "shift" wh
 from __future__ import annotations
 
 import torch
-import torch.fx as fx
 
-from quant.calibrate import batches
 from quant.graph.capture import Captured
+from quant.graph.norm_linear import channel_ranges, fold_channel_affine, norm_linear_pairs
 from quant.methods.base import Method
 from quant.observers import Observer
 from quant.parts import absmax_scale, fake_quant
@@ -35,38 +34,6 @@ from quant.quantizer import Quantizer, pot_candidates, quant_error
 SMOOTH_ALPHA_ATTENTION = 0.35
 SMOOTH_ALPHA_OTHER = 0.35
 PTF_LEVELS = 4  # k in 0..3
-
-
-def _channel_source(node: fx.Node) -> fx.Node:
-    """The producer of ``node``'s value through layout ops that keep the channel (last) axis whole and in place:
-    Swin's cyclic shift and window partition between norm1 and qkv move tokens, never channels."""
-    channels = node.meta["value1"].shape[-1]
-    while node.meta.get("kind") == "layout" and isinstance(node.args[0], fx.Node):
-        src = node.args[0]  # the data; further node arguments are shape arithmetic
-        if not isinstance(src.meta.get("value1"), torch.Tensor) or src.meta["value1"].shape[-1] != channels:
-            break
-        if node.target in ("permute", "transpose", torch.permute, torch.transpose):
-            nd = src.meta["value1"].dim()
-            axes = [a for a in node.args[1:] if isinstance(a, int)]
-            if (nd - 1) in [a % nd for a in axes] and not (node.target in ("permute", torch.permute)
-                                                            and [a % nd for a in axes][-1] == nd - 1):
-                break
-        node = src
-    return node
-
-
-def smoothing_pairs(captured: Captured) -> list[tuple[str, str, bool]]:
-    """(LayerNorm, Linear, feeds attention) for every LayerNorm read by one Linear and nothing else, directly or
-    through token-moving layout ops."""
-    from quant.sites import _users_through
-
-    pairs = []
-    for node in captured.nodes("linear"):
-        src = _channel_source(node.args[0])
-        if src.meta.get("kind") == "layernorm" and len(_users_through(src)) == 1:
-            attention = any(u.meta.get("kind") == "matmul" for u in _users_through(node))
-            pairs.append((src.target, node.target, attention))
-    return pairs
 
 
 class P2ViT(Method):
@@ -84,32 +51,14 @@ class P2ViT(Method):
 
     @torch.no_grad()
     def prepare(self, captured: Captured, calib: torch.Tensor) -> None:
-        gm = captured.gm
-        pairs = smoothing_pairs(captured)
-        absmax: dict[str, torch.Tensor] = {}
-
-        def hook(name: str):
-            def record(module, args, out):
-                amax = out.detach().double().reshape(-1, out.shape[-1]).abs().amax(0)
-                absmax[name] = amax if name not in absmax else torch.maximum(absmax[name], amax)
-            return record
-
-        handles = [gm.get_submodule(ln).register_forward_hook(hook(ln)) for ln, _, _ in pairs]
-        try:
-            for batch in batches(calib):
-                gm(batch.float())
-        finally:
-            for h in handles:
-                h.remove()
-        for ln_name, linear_name, attention in pairs:
-            norm, linear = gm.get_submodule(ln_name), gm.get_submodule(linear_name)
-            a = self.smooth_alpha_attention if attention else self.smooth_alpha_other
+        pairs = norm_linear_pairs(captured)
+        ranges = channel_ranges(captured, [p.norm for p in pairs], calib)
+        for pair in pairs:
+            linear = captured.gm.get_submodule(pair.linear)
+            a = self.smooth_alpha_attention if pair.attention else self.smooth_alpha_other
             w_max = linear.weight.double().abs().amax(0)
-            ratio = absmax[ln_name].clamp(min=1e-8) ** a / w_max.clamp(min=1e-8) ** (1 - a)
-            s = torch.exp2(torch.round(torch.log2(ratio)))
-            norm.weight.div_(s.float())
-            norm.bias.div_(s.float())
-            linear.weight.mul_(s.float()[None, :])
+            ratio = ranges[pair.norm].absmax.clamp(min=1e-8) ** a / w_max.clamp(min=1e-8) ** (1 - a)
+            fold_channel_affine(captured, pair, torch.exp2(torch.round(torch.log2(ratio))))
 
     def weight_scale(self, weight: torch.Tensor, inputs: torch.Tensor | None, bits: int) -> torch.Tensor:
         return Quantizer(f"Int{bits}WeightPerChannelPoT", "mse").fit(weight, inputs=inputs).scale

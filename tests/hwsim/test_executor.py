@@ -40,10 +40,22 @@ def test_requant_adds_the_output_zero_point_after_rounding_then_saturates(zero_p
 def test_a_zero_point_read_by_an_op_that_ignores_it_is_refused():
     p = tiny_program()
     p.tensors["y"] = dataclasses.replace(p.tensors["y"], zero_point=-7)
-    p.tensors["z"] = dataclasses.replace(p.tensors["y"], zero_point=0)
-    p.ops.append(Op("Reshape", "flat", ("y",), ("z",), attrs={"shape": [3, 2]}))
+    p.tensors["z"] = dataclasses.replace(p.tensors["y"], zero_point=0, bits=16)
+    p.ops.append(Op("Add", "twice", ("y", "y"), ("z",), attrs={"shift_a": 0, "shift_b": 0}))
     p.outputs = ["z"]
     with pytest.raises(ProgramError, match="ignore zero points"):
+        validate(p)
+
+
+def test_a_layout_op_keeps_the_zero_point_of_the_codes_it_moves():
+    p = tiny_program()
+    p.tensors["y"] = dataclasses.replace(p.tensors["y"], zero_point=-7)
+    p.tensors["z"] = dataclasses.replace(p.tensors["y"], shape=(6,), zero_point=-7)
+    p.ops.append(Op("Reshape", "flat", ("y",), ("z",), attrs={"shape": [6]}))
+    p.outputs = ["z"]
+    validate(p)  # codes moved with their zero point: fine
+    p.tensors["z"] = dataclasses.replace(p.tensors["z"], zero_point=0)
+    with pytest.raises(ProgramError, match="keeps its input's zero point"):
         validate(p)
 
 

@@ -98,8 +98,8 @@ def test_not_a_program_file(tmp_path):
     (lambda p: p.ops.__setitem__(0, dataclasses.replace(p.ops[0], kind="Bogus")), "unknown op kind"),
     (lambda p: p.tensors.update(w=dataclasses.replace(p.tensors["w"], shape=(2, 5))), "shape"),
     (lambda p: p.tensors.update(y=dataclasses.replace(p.tensors["y"], zero_point=200)), "outside"),
-    (lambda p: p.tensors.update(acc=dataclasses.replace(p.tensors["acc"], zero_point=-3)), "needs a Requant producer"),
-    (lambda p: p.tensors.update(x=dataclasses.replace(p.tensors["x"], zero_point=-3)), "needs a Requant producer"),
+    (lambda p: p.tensors.update(acc=dataclasses.replace(p.tensors["acc"], zero_point=-3)), "needs a Requant or LayerNorm producer"),
+    (lambda p: p.tensors.update(x=dataclasses.replace(p.tensors["x"], zero_point=-3)), "needs a Requant or LayerNorm producer"),
     # an unsigned 16-bit operand would wrap in the int16 GEMM datapath; a signed one fits
     (lambda p: p.tensors.update(x=dataclasses.replace(p.tensors["x"], bits=16, signed=False)), "17 signed bits"),
 ])

@@ -16,9 +16,9 @@ from hwsim.kernels.gemm import gemm, pack_b
 from hwsim.kernels.layernorm import isqrt, layernorm_int
 from hwsim.kernels.reduce import sum_rows
 from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift
-from hwsim.kernels.softmax import bit_length, log2_code, softmax_int
+from hwsim.kernels.softmax import LOG2, LOG_SQRT2, UNIFORM, bit_length, log2_code, log_sqrt2_code, softmax_int
 from hwsim.ops import OPS
-from hwsim.ops.gemm_ops import decode_log2, im2col
+from hwsim.ops.gemm_ops import decode_log2, decode_log_sqrt2, im2col
 from hwsim.reference import ops as R
 
 I4 = np.arange(-8, 8)
@@ -144,30 +144,66 @@ def test_log2_code_rounds_in_the_log_domain_by_hand():
     assert log2_code(1, 2**20, 15) == 15  # 2^-20 is below the 4-bit range: the zero code
 
 
+def test_log_sqrt2_code_rounds_half_octaves_by_hand():
+    # p = e / 100 -> round(2 log2(1 / p)): the boundaries are p = 2^-0.25 = 0.8409, 2^-0.75 = 0.5946, 2^-1.25 = 0.4204
+    got = [log_sqrt2_code(e, 100, 15) for e in (100, 85, 84, 60, 59, 43, 42, 0)]
+    assert got == [0, 0, 1, 1, 2, 2, 3, 15]
+    assert log_sqrt2_code(1, 2**8, 15) == 15 and log_sqrt2_code(1, 2**7, 15) == 14  # 2^-8 is code 16: out of range
+
+
+def test_log_codes_exhaustive_against_counted_thresholds_and_float():
+    """Every e <= S for S < 400: the kernel's leading-one codes equal the reference's threshold count, and equal
+    round(q log2(S / e)) computed in float wherever S / e is not within 0.02 % of a rounding boundary."""
+    for total in range(1, 400):
+        e = np.arange(0, total + 1, dtype=np.int64)
+        for mode, q, fn in ((LOG2, 1, log2_code), (LOG_SQRT2, 2, log_sqrt2_code)):
+            got = np.array([fn(int(v), total, 15) for v in e])
+            num, den = (total, e) if q == 1 else (total * total, e * e)
+            counted = np.zeros(len(e), np.int64)
+            for k in range(1, 16):
+                counted += 128 * num >= 181 * den * (1 << (k - 1))
+            counted = np.where(e == 0, 15, counted)
+            assert np.array_equal(got, counted), (total, mode)
+            with np.errstate(divide="ignore"):
+                exact = q * np.log2(total / e[1:])
+            off_tie = np.abs(exact - np.floor(exact) - 0.5) > 2e-4
+            want = np.minimum(np.floor(exact + 0.5), 15)
+            assert np.array_equal(got[1:][off_tie], want[off_tie]), (total, mode)
+
+
 def test_softmax_exhaustive_small_rows():
     rows = np.array(list(itertools.product(I4, repeat=3)), dtype=np.int64)  # every int4 triple
     for frac in (0, 2, 3):
-        for bits, log2 in ((8, False), (4, False), (4, True), (3, True)):
+        for bits, mode in ((8, UNIFORM), (4, UNIFORM), (4, LOG2), (3, LOG2), (4, LOG_SQRT2), (3, LOG_SQRT2),
+                           (2, LOG_SQRT2)):
             out = np.empty(rows.shape, dtype=np.int64)
-            softmax_int(rows, frac, bits, log2, out)
-            assert np.array_equal(out, R.softmax(rows, frac, bits, log2)), (frac, bits, log2)
+            softmax_int(rows, frac, bits, mode, out)
+            assert np.array_equal(out, R.softmax(rows, frac, bits, mode)), (frac, bits, mode)
 
 
 @settings(max_examples=60, deadline=None)
 @given(hnp.arrays(np.int64, st.tuples(st.integers(1, 4), st.integers(1, 60)), elements=st.integers(-2**15, 2**15 - 1)),
-       st.integers(0, 12), st.booleans())
-def test_softmax_random(x, frac, log2):
-    bits = 4 if log2 else 8
+       st.integers(0, 12), st.sampled_from([UNIFORM, LOG2, LOG_SQRT2]))
+def test_softmax_random(x, frac, mode):
+    bits = 8 if mode == UNIFORM else 4
     out = np.empty(x.shape, dtype=np.int64)
-    softmax_int(x, frac, bits, log2, out)
-    assert np.array_equal(out, R.softmax(x, frac, bits, log2))
+    softmax_int(x, frac, bits, mode, out)
+    assert np.array_equal(out, R.softmax(x, frac, bits, mode))
+
+
+def test_log_sqrt2_softmax_of_4096_equal_logits_does_not_overflow():
+    # p = 1/4096 = 2^-12: code 24 is beyond 4 bits (zero code); at 2^-3 (8 logits) the code is 6
+    for n, want in ((4096, 15), (8, 6), (2, 2), (1, 0)):
+        out = np.empty((1, n), dtype=np.int64)
+        softmax_int(np.zeros((1, n), np.int64), 4, 4, LOG_SQRT2, out)
+        assert (out == want).all(), n
 
 
 def test_uniform_softmax_of_n_equal_logits_is_the_nearest_code_to_1_over_n():
     # a floored output fails this at n = 7 (256 / 7 = 36.57 -> 36); n = 1 saturates to 255 instead of wrapping to 256
     for n in range(1, 301):
         out = np.empty((1, n), dtype=np.int64)
-        softmax_int(np.zeros((1, n), np.int64), 4, 8, False, out)
+        softmax_int(np.zeros((1, n), np.int64), 4, 8, UNIFORM, out)
         expected = min(256 / n, 255)
         assert np.all(np.abs(out - expected) <= 0.5), n
 
@@ -176,7 +212,7 @@ def test_softmax_is_close_to_float():
     rng = np.random.default_rng(0)
     x = rng.integers(-2000, 2000, (50, 64))
     out = np.empty(x.shape, dtype=np.int64)
-    softmax_int(x, 8, 8, False, out)
+    softmax_int(x, 8, 8, UNIFORM, out)
     e = np.exp(x / 256 - (x / 256).max(1, keepdims=True))
     assert np.abs(out / 256 - e / e.sum(1, keepdims=True)).max() < 0.03
 
@@ -253,6 +289,19 @@ def test_log2_decode_matches_reference():
     codes = np.arange(16)
     assert np.array_equal(decode_log2(codes, 4), R.log2_decode(codes, 4))
     assert decode_log2(np.array([0, 14, 15]), 4).tolist() == [2**14, 1, 0]
+
+
+def test_log_sqrt2_decode_by_hand_and_against_reference_and_float():
+    # 4 bits: T = 7, scale 2^-14; odd codes carry sqrt(2) as 181/128
+    codes = np.array([0, 1, 2, 3, 13, 14, 15])
+    assert decode_log_sqrt2(codes, 4).tolist() == [2**14, 181 << 6, 2**13, 181 << 5, 181, 128, 0]
+    for bits in (2, 3, 4):
+        every = np.arange(2**bits)
+        got = decode_log_sqrt2(every, bits).astype(np.int64)
+        assert np.array_equal(got, R.log_sqrt2_decode(every, bits)), bits
+        t = 2 ** (bits - 1) - 1
+        value = got[:-1] / 2.0 ** (t + 7)
+        assert np.allclose(value, 2.0 ** (-every[:-1] / 2), rtol=1.2e-4), bits  # 181/128 vs sqrt(2)
 
 
 def test_conv_via_im2col_matches_direct_convolution():

@@ -111,6 +111,7 @@ def test_an_architecture_without_integer_lowering_evaluates_but_does_not_quantiz
 
 def test_the_cli_offers_every_registered_method():
     from quant.methods import METHODS
-    from vitsim.cli import METHOD_NAMES
+    from vitsim.cli import METHOD_CALIBRATION, METHOD_NAMES
 
     assert sorted(METHOD_NAMES) == sorted(METHODS)
+    assert METHOD_CALIBRATION == {name: cls.calibration_images for name, cls in METHODS.items()}
