@@ -50,6 +50,22 @@ def _consumer(program: Program, tensor: str) -> Op:
     raise KeyError(f"no op reads {tensor!r}")
 
 
+def _is_dyadic(rq: Op) -> bool:
+    return rq.kind == "Requant" and rq.attrs.get("mode", "shift") == "dyadic"
+
+
+def _pass_through(acc: np.ndarray, n: int) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """Requantizer settings that hand the accumulator on (shift 0, the 16-bit output range) and hwsim's output for
+    them (hwsim.kernels.requant), for checking a layer whose real requantization the RTL lacks."""
+    from hwsim.kernels.requant import requant_shift
+
+    qmin, qmax = -(1 << 15), (1 << 15) - 1
+    rows = acc.reshape(-1, n).astype(np.int64)
+    out = np.empty(rows.shape, np.int64)
+    requant_shift(rows, np.zeros(n, np.int64), qmin, qmax, out)
+    return np.zeros(n, np.int64), qmin, qmax, out.reshape(acc.shape)
+
+
 def _requant_params(program: Program, rq: Op, n: int, head: int | None) -> tuple[np.ndarray, int, int]:
     if rq.kind != "Requant" or rq.attrs.get("mode", "shift") != "shift":
         raise RtlUnsupported(f"{rq.name}: the RTL requantizer implements shift requantization only (got {rq.kind} "
@@ -80,8 +96,11 @@ def block_prefix(program: Program, block: int) -> str:
 
 
 def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image: int = 0,
-               kinds: tuple[str, ...] = GEMM_KINDS) -> list[GemmJob]:
-    """The GEMM jobs of transformer block ``block`` (index into ``block_prefixes``) for sample ``image``."""
+               kinds: tuple[str, ...] = GEMM_KINDS, dyadic_accumulators: bool = False) -> list[GemmJob]:
+    """The GEMM jobs of transformer block ``block`` (index into ``block_prefixes``) for sample ``image``.
+
+    The RTL requantizer shifts; a layer requantized by a dyadic multiply-shift (float-scale methods) is refused, or
+    with ``dyadic_accumulators`` checked up to its accumulators (the requantizer set to pass them on)."""
     p = block_prefix(program, block)
     names = {"qkv": f"{p}.attn.qkv", "matmul_qk": f"{p}.attn.matmul_qk", "matmul_av": f"{p}.attn.matmul_av",
              "proj": f"{p}.attn.proj", "fc1": f"{p}.mlp.fc1", "fc2": f"{p}.mlp.fc2"}
@@ -93,19 +112,27 @@ def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image
         op = program.op(names[kind])
         rq = _consumer(program, op.outputs[0])
         acc_all, out_all = trace[op.outputs[0]][image], trace[rq.outputs[0]][image]
+        passing = dyadic_accumulators and _is_dyadic(rq)
         if op.kind == "Linear":
             w = program.constants[op.params["weight"]]
             x = trace[op.inputs[0]][image].reshape(-1, w.shape[1])
             n = w.shape[0]
             bias = program.constants[op.params["bias"]] if "bias" in op.params else np.zeros(n, np.int64)
             ptf = program.constants[op.params["input_shift"]] if "input_shift" in op.params else np.zeros(w.shape[1], np.int64)
-            shift, qmin, qmax = _requant_params(program, rq, n, None)
+            if passing:
+                shift, qmin, qmax, out_all = _pass_through(acc_all, n)
+            else:
+                shift, qmin, qmax = _requant_params(program, rq, n, None)
             a_bits, b_bits = program.tensors[op.inputs[0]].bits, program.tensors[op.params["weight"]].bits
             jobs.append(GemmJob(names[kind], x, w, bias, shift, ptf, gemm_mode(a_bits, b_bits), a_bits, b_bits, qmin, qmax,
                                 acc_all.reshape(x.shape[0], n), out_all.reshape(x.shape[0], n)))
             continue
         lhs, rhs = trace[op.inputs[0]][image], trace[op.inputs[1]][image]
         log2 = int(op.attrs.get("a_log2_bits", 0)) > 0
+        sqrt2 = bool(op.attrs.get("a_sqrt2", False))
+        if log2 and int(op.attrs["a_log2_bits"]) != 4:
+            raise RtlUnsupported(f"{op.name}: the PE's log modes take 4-bit codes, this MatMul reads "
+                                 f"{op.attrs['a_log2_bits']}-bit ones")
         a_bits = program.tensors[op.inputs[0]].bits
         b_bits = program.tensors[op.inputs[1]].bits
         heads = lhs.shape[-3] if lhs.ndim >= 3 else 1
@@ -115,11 +142,14 @@ def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image
         for i in range(lhs.shape[0]):
             h = i % heads
             b = rhs[i] if op.attrs.get("transpose_b", False) else rhs[i].T
-            shift, qmin, qmax = _requant_params(program, rq, b.shape[0], h)
+            if passing:
+                shift, qmin, qmax, out_i = _pass_through(acc_all[i], b.shape[0])
+            else:
+                (shift, qmin, qmax), out_i = _requant_params(program, rq, b.shape[0], h), out_all[i]
             name = f"{names[kind]}.head{h}" if windows == 1 else f"{names[kind]}.window{i // heads}.head{h}"
             jobs.append(GemmJob(name, lhs[i], np.ascontiguousarray(b), np.zeros(b.shape[0], np.int64),
-                                shift, np.zeros(lhs.shape[-1], np.int64), gemm_mode(a_bits, b_bits, log2), a_bits, b_bits,
-                                qmin, qmax, acc_all[i], out_all[i]))
+                                shift, np.zeros(lhs.shape[-1], np.int64), gemm_mode(a_bits, b_bits, log2, sqrt2), a_bits,
+                                b_bits, qmin, qmax, acc_all[i], out_i))
     return jobs
 
 
@@ -128,19 +158,20 @@ class SoftmaxJob:
     name: str
     x: np.ndarray        # [rows, n] integer logits
     frac_bits: int
-    codes: np.ndarray    # hwsim: [rows, n] log2 codes
+    codes: np.ndarray    # hwsim: [rows, n] log2 (or log-sqrt(2)) codes
+    sqrt2: bool = False  # log-sqrt(2) codes (RepQ-ViT)
 
 
 def softmax_job(program: Program, trace: dict[str, np.ndarray], block: int, image: int = 0) -> SoftmaxJob:
-    """The attention softmax of block ``block`` (all heads' rows) with hwsim's log2 codes."""
+    """The attention softmax of block ``block`` (all heads' rows) with hwsim's log codes."""
     op = program.op(f"{block_prefix(program, block)}.attn.softmax")
     out = program.tensors[op.outputs[0]]
     if not op.attrs.get("log2", False) or out.bits != 4:
-        raise RtlUnsupported(f"{op.name}: the RTL softmax unit produces 4-bit log2 codes (P^2-ViT); this program's softmax "
-                         f"is {'log2' if op.attrs.get('log2') else 'uniform'} {out.bits}-bit")
+        raise RtlUnsupported(f"{op.name}: the RTL softmax unit produces 4-bit log2 or log-sqrt(2) codes; this program's "
+                             f"softmax is {'log' if op.attrs.get('log2') else 'uniform'} {out.bits}-bit")
     x = trace[op.inputs[0]][image]
     return SoftmaxJob(op.name, x.reshape(-1, x.shape[-1]), int(op.attrs["frac_bits"]),
-                      trace[op.outputs[0]][image].reshape(-1, x.shape[-1]))
+                      trace[op.outputs[0]][image].reshape(-1, x.shape[-1]), bool(op.attrs.get("sqrt2", False)))
 
 
 @dataclass

@@ -50,9 +50,12 @@ def synth_cells(top: str, params: dict[str, int] | None = None) -> int:
 CONFIGS = (("mac_pe", {}), ("shift_requant", {}), ("systolic_array", {"R": 2, "C": 2}), ("systolic_array", {"R": 4, "C": 4}))
 AREA_TABLE = Path(__file__).resolve().parent.parent / "hwsim" / "configs" / "area.yaml"
 UM2 = {"not": 0.532, "gate": 0.798, "xor": 1.596, "mux": 1.862, "ff": 4.522}
-PE_VARIANTS = {"int8": {"INT4X2": 0, "LOG2": 0}, "int8+log2": {"INT4X2": 0, "LOG2": 1},
-               "int8+int4x2": {"INT4X2": 1, "LOG2": 0}, "int8+int4x2+log2": {"INT4X2": 1, "LOG2": 1}}
-UNITS = {"requant": ("shift_requant", {}), "softmax": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16}),
+PE_VARIANTS = {"int8": {"INT4X2": 0, "LOG2": 0, "LOG_SQRT2": 0}, "int8+log2": {"INT4X2": 0, "LOG2": 1, "LOG_SQRT2": 0},
+               "int8+int4x2": {"INT4X2": 1, "LOG2": 0, "LOG_SQRT2": 0},
+               "int8+int4x2+log2": {"INT4X2": 1, "LOG2": 1, "LOG_SQRT2": 0},
+               "int8+int4x2+log2+log_sqrt2": {"INT4X2": 1, "LOG2": 1, "LOG_SQRT2": 1}}
+UNITS = {"requant": ("shift_requant", {}), "softmax": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 0}),
+         "softmax+sqrt2": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 1}),
          "layernorm": ("layernorm_unit", {"ADDR_W": 4, "C_MAX": 16}), "gelu": ("gelu_unit", {"ADDR_W": 4})}
 
 

@@ -1,7 +1,7 @@
 """Test vectors for mac_pe and shift_requant with expected values from hwsim's kernels (never re-derived here).
 
-PE: constrained-random int8 / packed-int4 / log2 vectors with PTF shifts, plus every pair of 4-bit operands in both
-int4 lanes, in groups of four (the harness checks 4-term sums). Requantizer: random accumulators, biases (including
+PE: constrained-random int8 / packed-int4 / log2 / log-sqrt(2) vectors with PTF shifts, plus every pair of 4-bit operands in both
+int4 lanes, every log code with every int8 operand in both log modes, in groups of four (the harness checks 4-term sums). Requantizer: random accumulators, biases (including
 saturating sums), shifts -16..47 and output formats, plus an exhaustive 13-bit x shift sweep.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwsim.cost.cycles import MODE_INT4X2, MODE_INT8, MODE_LOG2
+from hwsim.cost.cycles import MODE_INT4X2, MODE_INT8, MODE_LOG2, MODE_LOG_SQRT2
 from hwsim.kernels.gemm import gemm
 from hwsim.kernels.requant import add_aligned, requant_shift
-from hwsim.ops.gemm_ops import decode_log2
+from hwsim.ops.gemm_ops import decode_log2, decode_log_sqrt2
 
 OUT_FORMATS = ((4, True), (8, True), (8, False), (16, True))
 LOG_CODE_BITS = 4
@@ -22,7 +22,7 @@ LOG_CODE_BITS = 4
 
 @dataclass
 class PeVectors:
-    a: np.ndarray      # int8 operand (mode 2: log2 code in bits 3:0)
+    a: np.ndarray      # int8 operand (modes 2 and 3: the log code in bits 3:0)
     b: np.ndarray
     sh: np.ndarray     # 4-bit PTF shifts (two 2-bit lanes)
     mode: np.ndarray
@@ -37,11 +37,11 @@ def _lanes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def pe_expected(a: np.ndarray, b: np.ndarray, sh: np.ndarray, mode: np.ndarray) -> np.ndarray:
     """Group-of-4 sums from hwsim's gemm kernel: each vector is a K=2 slice (PTF shift applied to the operand as in
-    hwsim's Linear, log2 codes decoded by hwsim's decode_log2)."""
+    hwsim's Linear, log codes decoded by hwsim's decode_log2 / decode_log_sqrt2)."""
     a, b, sh, mode = (np.asarray(v, np.int64) for v in (a, b, sh, mode))
     lhs = np.zeros((len(a), 2), np.int64)
     rhs = np.zeros((len(a), 2), np.int64)
-    m8, m4, ml = mode == MODE_INT8, mode == MODE_INT4X2, mode == MODE_LOG2
+    m8, m4, ml, ms = mode == MODE_INT8, mode == MODE_INT4X2, mode == MODE_LOG2, mode == MODE_LOG_SQRT2
     lhs[m8, 0] = a[m8] << (sh[m8] & 3)
     rhs[m8, 0] = b[m8]
     alo, ahi = _lanes(a)
@@ -50,6 +50,8 @@ def pe_expected(a: np.ndarray, b: np.ndarray, sh: np.ndarray, mode: np.ndarray) 
     rhs[m4, 0], rhs[m4, 1] = blo[m4], bhi[m4]
     lhs[ml, 0] = decode_log2(a[ml] & 0xF, LOG_CODE_BITS).astype(np.int64)
     rhs[ml, 0] = b[ml]
+    lhs[ms, 0] = decode_log_sqrt2(a[ms] & 0xF, LOG_CODE_BITS).astype(np.int64)
+    rhs[ms, 0] = b[ms]
     groups = len(a) // 4
     out, _ = gemm(lhs.reshape(groups, 1, 8), rhs.reshape(groups, 1, 8))
     return out.reshape(groups).astype(np.int64)
@@ -60,8 +62,8 @@ def pe_vectors(n_random: int, seed: int, exhaustive: bool = True) -> PeVectors:
     a = rng.integers(-128, 128, n_random)
     b = rng.integers(-128, 128, n_random)
     sh = rng.integers(0, 16, n_random)
-    mode = rng.integers(0, 3, n_random)
-    a = np.where(mode == MODE_LOG2, rng.integers(0, 16, n_random), a)
+    mode = rng.integers(0, 4, n_random)
+    a = np.where((mode == MODE_LOG2) | (mode == MODE_LOG_SQRT2), rng.integers(0, 16, n_random), a)
     parts = [(a, b, sh, mode)]
     if exhaustive:
         nib = np.arange(16)
@@ -74,7 +76,8 @@ def pe_vectors(n_random: int, seed: int, exhaustive: bool = True) -> PeVectors:
         s4 = np.array(list(itertools.product(np.arange(-8, 8), np.arange(-8, 8))))   # int4 values in int8 mode
         parts.append((s4[:, 0], s4[:, 1], np.zeros(256, np.int64), np.full(256, MODE_INT8)))
         codes = np.array(list(itertools.product(np.arange(16), np.arange(-128, 128))))
-        parts.append((codes[:, 0], codes[:, 1], np.zeros(len(codes), np.int64), np.full(len(codes), MODE_LOG2)))
+        for log_mode in (MODE_LOG2, MODE_LOG_SQRT2):
+            parts.append((codes[:, 0], codes[:, 1], np.zeros(len(codes), np.int64), np.full(len(codes), log_mode)))
     a, b, sh, mode = (np.concatenate(p) for p in zip(*parts))
     pad = (-len(a)) % 4
     a, b, sh, mode = (np.concatenate([v, np.zeros(pad, np.int64)]) for v in (a, b, sh, mode))

@@ -33,6 +33,17 @@ MIXED_LAYERS = {"blocks.0.attn.matmul_qk": {"wbits": 8, "abits": 4}, "blocks.1.a
 
 
 @pytest.fixture(scope="session")
+def repq_w4a4(deit_fmnist):
+    """deit_fmnist quantized by RepQ-ViT at W4A4 on its default 32 calibration images (seed 0)."""
+    from models.data import calibration_data
+    from quant.build import default_map, quantize_model
+    from quant.methods.repq import RepQViT
+
+    calib = calibration_data("fmnist", deit_fmnist, RepQViT.calibration_images, seed=0)
+    return quantize_model(deit_fmnist, calib, RepQViT(), default_map(4, 4), name="deit_fmnist")
+
+
+@pytest.fixture(scope="session")
 def p2vit_calibration(deit_fmnist):
     """deit_fmnist calibrated for p2vit on 128 training images (seed 0)."""
     from models.data import calibration_data

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 MODE_INT8 = 0
 MODE_INT4X2 = 1
 MODE_LOG2 = 2
-MODE_LOG_SQRT2 = 3   # log-sqrt(2) codes x int8: the PE's log2 mode with a shift-add by 181 for odd codes
+MODE_LOG_SQRT2 = 3   # log-sqrt(2) codes x int8: a shift, and a shift-add by 181 for odd codes
 MODE_NAMES = {MODE_INT8: "int8", MODE_INT4X2: "int4x2", MODE_LOG2: "log2", MODE_LOG_SQRT2: "log_sqrt2"}
 PACKED_MAX_BITS = 4  # both operands at most this wide run two MACs per PE per cycle (int4x2)
-ALL_MODES = ("int8", "int4x2", "log2")  # the PE's optional datapaths (rtl/src/mac_pe.v); "log2" serves both log modes
+ALL_MODES = ("int8", "int4x2", "log2", "log_sqrt2")  # the PE's datapaths (rtl/src/mac_pe.v parameters)
 
 
 def log_decoded_bits(code_bits: int, sqrt2: bool = False) -> int:
@@ -41,7 +41,7 @@ def gemm_schedule(a_bits: int, b_bits: int, a_log2_bits: int = 0, pe_modes: tupl
     ceil(a/8) * ceil(b/8) passes over the array (partial products shifted into the accumulator). Without the log2 mode
     a b-bit log code becomes its decoded integer (``log_decoded_bits``)."""
     if a_log2_bits:
-        if "log2" in pe_modes:
+        if ("log_sqrt2" if a_sqrt2 else "log2") in pe_modes:
             return (MODE_LOG_SQRT2 if a_sqrt2 else MODE_LOG2), math.ceil(b_bits / 8)
         a_bits = log_decoded_bits(a_log2_bits, a_sqrt2)
     if a_bits <= PACKED_MAX_BITS and b_bits <= PACKED_MAX_BITS and "int4x2" in pe_modes:

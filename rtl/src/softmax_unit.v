@@ -1,10 +1,12 @@
 // Integer softmax unit with log2 output: I-ViT's Shiftmax exponent (Li & Gu, ICCV 2023) and FQ-ViT's log-int-softmax
-// code (Lin et al., IJCAI 2022), as P^2-ViT uses; the same integers as hwsim.kernels.softmax (log2 mode, 4-bit codes).
+// code (Lin et al., IJCAI 2022), as P^2-ViT uses, or with `sqrt2` RepQ-ViT's log-sqrt(2) code (Li et al., ICCV 2023);
+// the same integers as hwsim.kernels.softmax (LOG2 and LOG_SQRT2 modes, 4-bit codes).
 // Per row of n logits (FRAC fractional bits, runtime):
 //   pass 1 (n cycles): m = max_j x_j
 //   pass 2 (n cycles): E_j = exp_shift(x_j - m), S = sum E_j        (shift_exp.v: shift-add log2(e), linear 2^-frac, F = 15)
 //   pass 3 (n cycles): l = max{l : E_j 2^l <= S}; code = l + [128 S >= 181 E_j 2^l] (round(log2(S / E_j)) with
-//                      sqrt(2) ~ 181/128, as hwsim; no divider); E_j = 0 or code > 14 give 15 (the zero code)
+//                      sqrt(2) ~ 181/128, as hwsim; no divider); E_j = 0 or code > 14 give 15 (the zero code);
+//                      with `sqrt2` the same on E_j^2 and S^2 (round(log_sqrt2(S / E_j)), half-octave codes)
 //   1 cycle to finish the row:  cycles per row = 3n + 1 (hwsim.cost.cycles.softmax_row_cycles).
 // `run` processes `rows` rows of x.hex (row-major, n per row) back to back; codes go to out.hex, per-row cycle
 // counts to rows.hex on `dump`.
@@ -13,7 +15,8 @@
 module softmax_unit #(
     parameter integer X_W = 16,
     parameter integer ADDR_W = 14,
-    parameter integer N_MAX = 1024
+    parameter integer N_MAX = 1024,
+    parameter integer SQRT2 = 1     // the unit has the log-sqrt(2) code (area: a 32 x 32 squarer, 16 x 16 per element)
 ) (
     input  wire              clk,
     input  wire              rst,
@@ -23,6 +26,7 @@ module softmax_unit #(
     input  wire [15:0]       n,
     input  wire [15:0]       rows,
     input  wire [4:0]        frac,
+    input  wire              sqrt2,
     input  wire              host_we,
     input  wire [ADDR_W-1:0] host_addr,
     input  wire [X_W-1:0]    host_wdata,
@@ -84,6 +88,37 @@ module softmax_unit #(
         end
     endfunction
 
+    function [6:0] msb64;
+        input [63:0] v;
+        integer b;
+        begin
+            msb64 = 7'd0;
+            for (b = 0; b < 64; b = b + 1)
+                if (v[b]) msb64 = b[6:0];
+        end
+    endfunction
+
+    // Log-sqrt(2) code of E / S: the log2 code of E^2 / S^2 (same rounding), on the squares (S < 2^32: rows of at most
+    // N_MAX <= 2^16 elements, so S^2 < 2^64 and E^2 < 2^32).
+    function [3:0] log_sqrt2_code;
+        input [63:0] s;
+        input [31:0] e;
+        reg [6:0] l0, l;
+        reg [63:0] e64;
+        reg [71:0] e_up, s_up;
+        reg [7:0] code;
+        begin
+            e64 = {32'd0, e};
+            l0 = msb64(s) - msb64(e64);
+            l = ((e64 << l0) > s) ? l0 - 7'd1 : l0;
+            e_up = {8'd0, e64 << l} * 72'd181;
+            s_up = {8'd0, s} << 7;
+            code = {1'b0, l} + ((s_up >= e_up) ? 8'd1 : 8'd0);
+            if (e == 0 || code > 8'd15) log_sqrt2_code = 4'd15;
+            else log_sqrt2_code = code[3:0];
+        end
+    endfunction
+
     reg [1:0] state;
     reg [31:0] j, row;  // 32-bit so buffers may exceed 2^16 entries
     reg [ADDR_W-1:0] base;
@@ -94,6 +129,22 @@ module softmax_unit #(
     wire signed [X_W-1:0] x_j = x_mem[base + j[ADDR_W-1:0]];
     wire [F:0] e_j;  // 2^F e^((x_j - m) / 2^frac), as hwsim.kernels.shiftexp.exp_shift
     shift_exp #(.D_W(X_W + 2)) exp_j (.d({{2{x_j[X_W-1]}}, x_j} - {{2{m[X_W-1]}}, m}), .f(frac), .e(e_j));
+
+    wire [F:0] e_row = e_mem[j[E_AW-1:0]];
+    reg [3:0] code_j;
+    generate
+        if (SQRT2 != 0) begin : with_sqrt2
+            wire [31:0] e_ext = {{(31-F){1'b0}}, e_row};
+            wire [31:0] e_sq = e_ext * e_ext;                               // E_j^2 < 2^32
+            wire [63:0] sum_sq = {32'd0, sum[31:0]} * {32'd0, sum[31:0]};   // S^2, S < 2^32
+            always @(*) code_j = sqrt2 ? log_sqrt2_code(sum_sq, e_sq) : log_code(sum, e_row);
+        end else begin : log2_only
+            /* verilator lint_off UNUSEDSIGNAL */
+            wire unused_sqrt2 = sqrt2;  // the port stays, so one testbench drives both builds
+            /* verilator lint_on UNUSEDSIGNAL */
+            always @(*) code_j = log_code(sum, e_row);
+        end
+    endgenerate
 
     always @(posedge clk) begin : control
         done <= 1'b0;
@@ -130,7 +181,7 @@ module softmax_unit #(
                 default: begin  // S_LOG, then the row's last cycle
                     cycles <= cycles + 1;
                     if (j < n32) begin
-                        out_mem[base + j[ADDR_W-1:0]] <= log_code(sum, e_mem[j[E_AW-1:0]]);
+                        out_mem[base + j[ADDR_W-1:0]] <= code_j;
                         j <= j + 1;
                     end else begin
                         row_mem[row[ADDR_W-1:0]] <= cycles + 1;

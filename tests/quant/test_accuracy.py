@@ -36,14 +36,8 @@ def test_minmax_w8a8_integer_top1_floor(deit_fmnist, fmnist_test):
     assert _top1(q.export(), fmnist_test) >= FLOOR[("minmax", 8, 8)]
 
 
-def test_repq_w4a4_integer_top1_floor(deit_fmnist, fmnist_test):
-    from models.data import calibration_data
-    from quant.build import default_map, quantize_model
-    from quant.methods.repq import RepQViT
-
-    calib = calibration_data("fmnist", deit_fmnist, RepQViT.calibration_images, seed=0)
-    q = quantize_model(deit_fmnist, calib, RepQViT(), default_map(4, 4), name="deit_fmnist")
-    assert _top1(q.export(), fmnist_test) >= FLOOR[("repq", 4, 4)]
+def test_repq_w4a4_integer_top1_floor(repq_w4a4, fmnist_test):
+    assert _top1(repq_w4a4.export(), fmnist_test) >= FLOOR[("repq", 4, 4)]
 
 
 def test_a_wrong_scale_everywhere_breaks_the_floor(p2vit_models, fmnist_test):

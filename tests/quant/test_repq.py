@@ -10,17 +10,10 @@ from hwsim.executor import quantize_input, run
 from hwsim.ops.gemm_ops import decode_log_sqrt2, log_decode_exp
 from hwsim.reference.executor import run_reference
 from models.data import calibration_data
-from quant.build import default_map, quantize_model
 from quant.graph.capture import capture
 from quant.graph.norm_linear import channel_ranges, norm_linear_pairs
 from quant.methods.repq import RepQViT
 from quant.quantizer import log2_codes, log2_values
-
-
-@pytest.fixture(scope="module")
-def repq_w4a4(deit_fmnist):
-    calib = calibration_data("fmnist", deit_fmnist, RepQViT.calibration_images, seed=0)
-    return quantize_model(deit_fmnist, calib, RepQViT(), default_map(4, 4), name="deit_fmnist")
 
 
 def test_reparameterisation_keeps_the_float_model_and_gives_every_channel_one_range(deit_fmnist):

@@ -39,8 +39,9 @@ def test_pe_and_requantizer_vectors(sim, acc_w, out_w, tmp_path):
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_pe_and_requantizer_vectors_full_count(sim, tmp_path):
     res = run_pe_vectors(sim, n_random=100_000, seed=11, build_root=tmp_path)
-    # 100 000 random + every int4x2 nibble pair (65 536) + int4 in int8 mode (256) + every log2 code x int8 (4 096)
-    assert res["pe_vectors"] == 169_888 and res["pe_mismatches"] == 0 and res["requant_mismatches"] == 0
+    # 100 000 random + every int4x2 nibble pair (65 536) + int4 in int8 mode (256) + every log2 and every log-sqrt(2)
+    # code x int8 (2 x 4 096)
+    assert res["pe_vectors"] == 173_984 and res["pe_mismatches"] == 0 and res["requant_mismatches"] == 0
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
@@ -121,8 +122,9 @@ def test_unit_on_real_rows_bit_exact_at_the_cost_models_cycles(sim, bits, unit, 
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
-def test_softmax_unit_on_random_rows_covers_every_code(sim):
-    from hwsim.kernels.softmax import softmax_int
+@pytest.mark.parametrize("sqrt2", [False, True])
+def test_softmax_unit_on_random_rows_covers_every_code(sim, sqrt2):
+    from hwsim.kernels.softmax import LOG2, LOG_SQRT2, softmax_int
     from rtl.layers import SoftmaxJob
     from rtl.runner import run_softmax_job
 
@@ -130,11 +132,41 @@ def test_softmax_unit_on_random_rows_covers_every_code(sim):
     x = rng.integers(-3000, 3000, (96, 61)).astype(np.int64)
     x[:8] = rng.integers(-20, 20, (8, 61))  # near-uniform rows: small codes
     x[8:16, 7] = 6000  # one dominant logit: p near 1, code 0
+    x[16:24] = rng.integers(-400, 400, (8, 61))  # flatter rows: the log-sqrt(2) codes' middle range
     codes = np.empty_like(x)
-    softmax_int(x, 8, 4, True, codes)
-    assert set(np.unique(codes)) >= set(range(0, 16, 3))
-    r = run_softmax_job(SoftmaxJob("random", x, 8, codes), sim)
+    softmax_int(x, 8, 4, LOG_SQRT2 if sqrt2 else LOG2, codes)
+    assert set(np.unique(codes)) == set(range(16)) if sqrt2 else set(np.unique(codes)) >= set(range(0, 16, 3))
+    r = run_softmax_job(SoftmaxJob("random", x, 8, codes, sqrt2), sim)
     assert r["bit_exact"] and r["cycles_equal_per_row"], r
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_repq_log_sqrt2_attention_runs_bit_exact_on_the_softmax_unit_and_the_array(sim, repq_w4a4, fmnist_test):
+    """RepQ-ViT's block 0 on real data: log-sqrt(2) codes from the softmax unit, attn @ V in the PE's log-sqrt(2)
+    mode on a 16x16 array; both bit-exact, cycles equal to the cost model. RepQ-ViT's scales are floats: the RTL
+    (a shift requantizer) is checked up to attn @ V's accumulators."""
+    from hwsim.cost.cycles import MODE_LOG_SQRT2
+    from rtl.layers import softmax_job
+    from rtl.runner import run_softmax_job
+
+    program = repq_w4a4.export()
+    trace = run(program, quantize_input(program, fmnist_test[0][:1]), trace=True).trace
+    jobs = block_jobs(program, trace, 0, kinds=("matmul_av",), dyadic_accumulators=True)
+    assert jobs and all(j.mode == MODE_LOG_SQRT2 for j in jobs)
+    results = run_gemm_jobs(jobs, sim, 16, 16)
+    assert all(r["bit_exact"] and r["cycles_equal_per_tile"] for r in results), results
+    modes = {"array.pe_modes": ["int8", "int4x2", "log2", "log_sqrt2"]}
+    priced = {o.name: o.compute_cycles for o in cost(program, with_array(load_hardware(None, modes), 16, 16)).ops}
+    assert sum(r["rtl_cycles"] for r in results) == priced["blocks.0.attn.matmul_av"]
+    # without the PE's log-sqrt(2) mode the decoded 16-bit operand takes two int8 passes
+    fallback = {o.name: o for o in cost(program, with_array(load_hardware(), 16, 16)).ops}["blocks.0.attn.matmul_av"]
+    assert fallback.mode == "int8x2" and fallback.compute_cycles > priced["blocks.0.attn.matmul_av"]
+    job = softmax_job(program, trace, 0)
+    assert job.sqrt2
+    r = run_softmax_job(job, sim)
+    assert r["bit_exact"] and r["cycles_equal_per_row"], r
+    one_unit = load_hardware(None, {"units.softmax": 1})
+    assert r["rtl_cycles"] == next(o for o in cost(program, one_unit).ops if o.name == job.name).compute_cycles
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
@@ -177,5 +209,7 @@ def test_area_table_matches_synthesis_of_every_pe_variant():
     table = area_table()
     for modes, params in PE_VARIANTS.items():
         assert table["pe"][modes] == area_entry("mac_pe", params), modes
-    cells = [table["pe"][m]["cells"] for m in ("int8", "int8+log2", "int8+int4x2", "int8+int4x2+log2")]
-    assert cells == sorted(cells) and len(set(cells)) == 4  # every operand mode costs area
+    cells = [table["pe"][m]["cells"] for m in ("int8", "int8+log2", "int8+int4x2", "int8+int4x2+log2",
+                                                 "int8+int4x2+log2+log_sqrt2")]
+    assert cells == sorted(cells) and len(set(cells)) == 5  # every operand mode costs area
+    assert table["units"]["softmax+sqrt2"]["cells"] > table["units"]["softmax"]["cells"]
