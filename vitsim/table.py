@@ -1,0 +1,116 @@
+"""``vitsim table``: every PTQ method x model x bit-width, quantized, exported and run on hwsim, as one README table.
+
+Each row is ``vitsim quantize`` (vitsim.pipelines.quantize) with the method's default calibration set: fp32, fake-quant
+and integer top-1, their agreement, the calibration images and the wall time of quantization (calibration, scale
+choice, learning, export; evaluation excluded). Rows are appended to ``results.jsonl`` in the output folder as they
+finish, and a re-run of the same command skips the rows already there, so a long table survives an interruption.
+The markdown goes to ``table.md``, and with ``readme`` replaces the part of that file between the markers
+``<!-- vitsim table: begin -->`` and ``<!-- vitsim table: end -->``.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- vitsim table: begin -->", "<!-- vitsim table: end -->"
+DEFAULT_MODELS = ("deit_fmnist", "swin_fmnist")
+DEFAULT_BITS = ("W3A3", "W4A4", "W6A6", "W4A8")
+
+
+def parse_bits(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"W(\d)A(\d)", text.strip().upper())
+    if not m:
+        raise ValueError(f"bit-width {text!r}: expected the form W4A4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return (row["model"], row["method"], row["wbits"], row["abits"], row["calib"], row.get("limit"))
+
+
+def _load_done(path: Path) -> dict[tuple, dict[str, Any]]:
+    done: dict[tuple, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[_key(row)] = row
+    return done
+
+
+def build_table(models: list[str], methods: list[str], bits: list[str], out_dir: str, limit: int | None = None,
+                calib: dict[str, int] | None = None, fresh: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+    """Run (or read back) every row; returns them in table order (model, bits, method)."""
+    from quant.methods import METHODS, get_method
+    from vitsim.pipelines import make_recipe, quantize
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known: {sorted(METHODS)}")
+    out = Path(out_dir)
+    (out / "programs").mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    if fresh and results.exists():
+        results.unlink()
+    done = _load_done(results)
+    rows = []
+    for model in models:
+        for text in bits:
+            w, a = parse_bits(text)
+            for method in methods:
+                n_calib = (calib or {}).get(method, get_method(method).calibration_images)
+                key = (model, method, w, a, n_calib, limit)
+                if key in done:
+                    rows.append({**done[key], "cached": True})
+                    continue
+                if progress:
+                    print(f"table: {model} {method} W{w}A{a} ({n_calib} calibration images) ...", file=sys.stderr,
+                          flush=True)
+                recipe = make_recipe(model, method, w, a, None, n_calib, 0, None, None)
+                r = quantize(recipe, str(out / "programs" / f"{model}_{method}_w{w}a{a}.vitp"), limit, progress=False)
+                row = {k: r[k] for k in ("model", "method", "wbits", "abits", "calib", "n", "fp32_top1", "quant_top1",
+                                         "int_top1", "agreement", "quantize_s")}
+                row["limit"] = limit
+                with results.open("a") as f:
+                    f.write(json.dumps(row, sort_keys=True) + "\n")
+                if progress:
+                    print(f"table: {model} {method} W{w}A{a}: integer {100 * row['int_top1']:.2f} %, fake-quant "
+                          f"{100 * row['quant_top1']:.2f} %, agreement {100 * row['agreement']:.2f} %, "
+                          f"{row['quantize_s']:.0f} s", file=sys.stderr, flush=True)
+                rows.append({**row, "cached": False})
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """One table per model: rows W/A x method, with the fp32 top-1 under each."""
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        lines += [f"**{model}** (fp32 {100 * mine[0]['fp32_top1']:.2f} % on {mine[0]['n']} test images)", "",
+                  "| W/A | method | integer top-1 | fake-quant top-1 | agreement | drop vs fp32 | calibration images | "
+                  "quantize time |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in mine:
+            drop = 100 * (r["fp32_top1"] - r["int_top1"])
+            lines.append(f"| W{r['wbits']}A{r['abits']} | {r['method']} | {100 * r['int_top1']:.2f} % | "
+                         f"{100 * r['quant_top1']:.2f} % | {100 * r['agreement']:.2f} % | {drop:.2f} pt | "
+                         f"{r['calib']} | {_duration(r['quantize_s'])} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def write_readme(path: str, table: str, command: str) -> None:
+    """Replace the marked section of ``path`` with ``table`` (and the command that made it)."""
+    p = Path(path)
+    text = p.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{path}: no {BEGIN} ... {END} section to replace")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    p.write_text(f"{head}{BEGIN}\n<!-- generated by `{command}`; edit the command, not the table -->\n\n{table}\n{END}{tail}")
