@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.layernorm import NORM_BITS, layernorm_int
-from hwsim.kernels.softmax import LOG2, LOG_SQRT2, UNIFORM, softmax_int
+from hwsim.kernels.softmax import ETA_FRAC_BITS, LOG2, LOG_SQRT2, UNIFORM, softmax_int
 from quant.parts import QuantError, qrange
 from quant.quantizer import log2_codes, log2_values
 
@@ -93,6 +93,7 @@ class ActQuant(torch.nn.Module):
         self.axis: int | None = None
         self.log2 = False
         self.sqrt2 = False                        # log codes in half-octave steps (log-sqrt(2), RepQ-ViT)
+        self.eta = 0                              # SULQ (I&S-ViT): log2 codes of p + eta, eta = self.eta / 2^12
         self.register_buffer("scale", torch.ones((), dtype=torch.float64))
         self.observer = None                      # set while calibrating
         self.lsq: torch.nn.Parameter | None = None  # log2 of the scale when learnt
@@ -145,8 +146,9 @@ class ActQuant(torch.nn.Module):
         if self.mode == "float":
             return x
         if self.log2:
-            codes = log2_codes(x.detach().clamp(min=0), self.bits, self.sqrt2)
-            return x + (log2_values(codes, self.bits, self.sqrt2).to(x.dtype) - x).detach()
+            eta = self.eta / 2.0 ** ETA_FRAC_BITS
+            codes = log2_codes((x.detach().clamp(min=0) + eta).clamp(max=1), self.bits, self.sqrt2)
+            return x + (log2_values(codes, self.bits, self.sqrt2).to(x.dtype) - eta - x).detach()
         scale = _view(self.current_scale(), x, self.axis).to(x.dtype)
         q = fake_quant_ste(x, scale, self.bits, self.signed, self.zero_point)
         if self.drop > 0 and torch.is_grad_enabled():
@@ -350,10 +352,10 @@ class QuantSoftmax(_Nonlinear):
         rows = codes.reshape(-1, codes.shape[-1])
         out = np.empty(rows.shape, dtype=np.int64)
         mode = (LOG_SQRT2 if site_out.sqrt2 else LOG2) if site_out.log2 else UNIFORM
-        softmax_int(rows, -int(site_in.exps()), site_out.bits, mode, out)
+        softmax_int(rows, -int(site_in.exps()), site_out.bits, mode, out, site_out.eta)
         out = torch.from_numpy(out.reshape(codes.shape))
-        values = log2_values(out, site_out.bits, site_out.sqrt2) if site_out.log2 \
-            else out.double() * site_out.current_scale().detach()
+        values = log2_values(out, site_out.bits, site_out.sqrt2) - site_out.eta / 2.0 ** ETA_FRAC_BITS \
+            if site_out.log2 else out.double() * site_out.current_scale().detach()
         return self._straight_through(y, values)
 
 

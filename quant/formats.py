@@ -52,6 +52,7 @@ def assign_formats(qg: QuantGraph, observers: dict[str, Observer], method, memo:
             if code_bits is not None:
                 site.set_format(torch.ones((), dtype=torch.float64), signed=False, log2=True, bits=code_bits,
                                 sqrt2=method.softmax_sqrt2)
+                site.eta = cached("eta", name, code_bits, lambda: method.softmax_eta(obs, code_bits))
             else:
                 site.set_format(torch.exp2(torch.tensor(-float(site.bits), dtype=torch.float64)), signed=False)
         elif site.role == "tensor":

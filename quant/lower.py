@@ -40,6 +40,7 @@ class Val:
     acc: bool = False                   # a raw accumulator: must be requantized before use
     log2: bool = False
     sqrt2: bool = False                 # log codes of base sqrt(2)
+    eta: int = 0                        # SULQ log codes of p + eta / 2^12
     const: torch.Tensor | None = None   # a float constant (per sample)
     image: bool = False
     parts: list["Val"] | None = None    # the items of an unbind
@@ -381,7 +382,9 @@ def _matmul(lw: Lowering, node: fx.Node) -> Val:
         attrs["a_log2_bits"] = a.bits
         if a.sqrt2:
             attrs["a_sqrt2"] = True
-        a_head = np.full(shape_out[:-2] + (1, 1), 2.0 ** log_decode_exp(a.bits, a.sqrt2))
+        if a.eta:
+            attrs["a_eta"] = a.eta
+        a_head = np.full(shape_out[:-2] + (1, 1), 2.0 ** log_decode_exp(a.bits, a.sqrt2, a.eta > 0))
     else:
         a_head = np.broadcast_to(a.scale, lw.b.program.tensors[a.name].shape)[..., :1, :1]
     b_head = np.broadcast_to(b_scale, lw.b.program.tensors[b.name].shape)[..., :1, :1]
@@ -408,12 +411,15 @@ def _softmax(lw: Lowering, node: fx.Node) -> Val:
     frac = -_pot_exp(x, m.name)
     site = m.out_site[0]
     shape = lw.shape(node)
-    scale = np.full(shape, 2.0 ** log_decode_exp(site.bits, site.sqrt2)) if site.log2 else lw.site_scale(site, shape)
+    scale = np.full(shape, 2.0 ** log_decode_exp(site.bits, site.sqrt2, site.eta > 0)) if site.log2 \
+        else lw.site_scale(site, shape)
     attrs = {"frac_bits": frac, "log2": site.log2}
     if site.sqrt2:
         attrs["sqrt2"] = True
+    if site.eta:
+        attrs["eta"] = int(site.eta)
     out = lw.op("Softmax", m.name, [x.name], site.bits, False, scale, attrs=attrs)
-    return Val(out, scale, site.bits, False, log2=site.log2, sqrt2=site.sqrt2)
+    return Val(out, scale, site.bits, False, log2=site.log2, sqrt2=site.sqrt2, eta=int(site.eta))
 
 
 

@@ -42,6 +42,7 @@ class ReconConfig:
     rounding: bool = True                 # AdaRound on the unit's weights
     scales: bool = False                  # LSQ on the unit's activation sites
     weights: bool = False                 # train weights and biases (straight-through rounding)
+    float_weights: bool = False           # weights stay unquantized while training (I&S-ViT's first SOS stage)
     pot: bool = True                      # learnt scales stay powers of two
     inputs: str = "quant"                 # where the unit's input comes from
     drop: float = 0.0                     # QDrop: probability of leaving an activation element float
@@ -59,6 +60,8 @@ class ReconConfig:
             raise QuantError(f"reconstruction inputs {self.inputs!r}, want one of {INPUTS}")
         if not (self.rounding or self.scales or self.weights):
             raise QuantError("reconstruction learns nothing: set rounding, scales or weights")
+        if self.float_weights and self.rounding:
+            raise QuantError("learning the rounding of weights that stay float: drop rounding or float_weights")
         if not 0.0 <= self.drop < 1.0:
             raise QuantError(f"QDrop probability {self.drop} outside [0, 1)")
 
@@ -119,7 +122,8 @@ def _round_loss(gemms: list, beta: float) -> torch.Tensor:
 def reconstruct(qg: QuantGraph, images: torch.Tensor, units: list[Unit], config: ReconConfig = ReconConfig(),
                 progress: bool = False, label: str = "reconstruct") -> list[UnitResult]:
     """Reconstruct ``units`` of ``qg`` (extracted from ``qg.gm``) in order on calibration ``images``; ``qg`` is left
-    in quant mode with hard rounding and fixed scales, ready to lower."""
+    in quant mode with hard rounding and fixed scales, ready to lower (with ``float_weights``, its weights unquantized
+    until the caller re-enables their quantizers)."""
     if len(images) == 0:
         raise QuantError("reconstruction needs calibration images")
     images = images.float()   # float32 while learning: what is learnt (hard rounding, scales) is exported exactly
@@ -131,6 +135,10 @@ def reconstruct(qg: QuantGraph, images: torch.Tensor, units: list[Unit], config:
     float_io = [([values[n] for n in u.inputs], values[u.output]) for u in units]
     del values
     qg.set_mode("quant")
+    if config.float_weights:
+        for g in qg.gemms.values():
+            if g.module is not None:
+                g.module.wq.enabled = False
     gen = torch.Generator().manual_seed(config.seed)
     results = []
     try:

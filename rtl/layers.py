@@ -13,6 +13,7 @@ import numpy as np
 
 from hwsim.cost.cycles import gemm_mode
 from hwsim.ir.schema import Op, Program
+from hwsim.ops.gemm_ops import eta_correction
 
 GEMM_KINDS = ("qkv", "matmul_qk", "matmul_av", "proj", "fc1", "fc2")
 SHIFT_RANGE = (-16, 47)  # what rtl/src/shift_requant.v implements
@@ -130,6 +131,7 @@ def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image
         lhs, rhs = trace[op.inputs[0]][image], trace[op.inputs[1]][image]
         log2 = int(op.attrs.get("a_log2_bits", 0)) > 0
         sqrt2 = bool(op.attrs.get("a_sqrt2", False))
+        eta = int(op.attrs.get("a_eta", 0))
         if log2 and int(op.attrs["a_log2_bits"]) != 4:
             raise RtlUnsupported(f"{op.name}: the PE's log modes take 4-bit codes, this MatMul reads "
                                  f"{op.attrs['a_log2_bits']}-bit ones")
@@ -147,7 +149,10 @@ def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image
             else:
                 (shift, qmin, qmax), out_i = _requant_params(program, rq, b.shape[0], h), out_all[i]
             name = f"{names[kind]}.head{h}" if windows == 1 else f"{names[kind]}.window{i // heads}.head{h}"
-            jobs.append(GemmJob(name, lhs[i], np.ascontiguousarray(b), np.zeros(b.shape[0], np.int64),
+            # SULQ's -eta * sum_k V per column is the column's bias on the array (hwsim computes it from V)
+            bias = -eta_correction(rhs[i], eta, int(op.attrs["a_log2_bits"]), bool(op.attrs.get("transpose_b", False)))[0] \
+                if eta else np.zeros(b.shape[0], np.int64)
+            jobs.append(GemmJob(name, lhs[i], np.ascontiguousarray(b), bias,
                                 shift, np.zeros(lhs.shape[-1], np.int64), gemm_mode(a_bits, b_bits, log2, sqrt2), a_bits,
                                 b_bits, qmin, qmax, acc_all[i], out_i))
     return jobs
@@ -160,6 +165,7 @@ class SoftmaxJob:
     frac_bits: int
     codes: np.ndarray    # hwsim: [rows, n] log2 (or log-sqrt(2)) codes
     sqrt2: bool = False  # log-sqrt(2) codes (RepQ-ViT)
+    eta: int = 0         # SULQ's eta / 2^12 (I&S-ViT)
 
 
 def softmax_job(program: Program, trace: dict[str, np.ndarray], block: int, image: int = 0) -> SoftmaxJob:
@@ -171,7 +177,8 @@ def softmax_job(program: Program, trace: dict[str, np.ndarray], block: int, imag
                              f"softmax is {'log' if op.attrs.get('log2') else 'uniform'} {out.bits}-bit")
     x = trace[op.inputs[0]][image]
     return SoftmaxJob(op.name, x.reshape(-1, x.shape[-1]), int(op.attrs["frac_bits"]),
-                      trace[op.outputs[0]][image].reshape(-1, x.shape[-1]), bool(op.attrs.get("sqrt2", False)))
+                      trace[op.outputs[0]][image].reshape(-1, x.shape[-1]), bool(op.attrs.get("sqrt2", False)),
+                      int(op.attrs.get("eta", 0)))
 
 
 @dataclass

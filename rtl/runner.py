@@ -187,7 +187,8 @@ def run_softmax_job(job, sim: str = "verilator", build_root: Path | None = None,
     """Run real attention rows through softmax_unit; returns bit_exact and cycles (RTL and model)."""
     params = {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1))), "N_MAX": _pow2_at_least(job.x.shape[1], 6)}
     return _run_unit("softmax_unit", params, sim, "rtl.tb_softmax", {"x": job.x, "codes": job.codes},
-                     {"name": job.name, "frac_bits": job.frac_bits, "sqrt2": bool(job.sqrt2)}, build_root, seed)
+                     {"name": job.name, "frac_bits": job.frac_bits, "sqrt2": bool(job.sqrt2), "eta": int(job.eta)},
+                     build_root, seed)
 
 
 def run_layernorm_job(job, sim: str = "verilator", build_root: Path | None = None, seed: int = 1) -> dict[str, Any]:

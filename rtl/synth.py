@@ -54,8 +54,9 @@ PE_VARIANTS = {"int8": {"INT4X2": 0, "LOG2": 0, "LOG_SQRT2": 0}, "int8+log2": {"
                "int8+int4x2": {"INT4X2": 1, "LOG2": 0, "LOG_SQRT2": 0},
                "int8+int4x2+log2": {"INT4X2": 1, "LOG2": 1, "LOG_SQRT2": 0},
                "int8+int4x2+log2+log_sqrt2": {"INT4X2": 1, "LOG2": 1, "LOG_SQRT2": 1}}
-UNITS = {"requant": ("shift_requant", {}), "softmax": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 0}),
-         "softmax+sqrt2": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 1}),
+UNITS = {"requant": ("shift_requant", {}),
+         "softmax": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 0, "SULQ": 0}),
+         "softmax+sqrt2": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 1, "SULQ": 0}),
          "layernorm": ("layernorm_unit", {"ADDR_W": 4, "C_MAX": 16}), "gelu": ("gelu_unit", {"ADDR_W": 4})}
 
 

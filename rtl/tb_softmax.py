@@ -22,7 +22,7 @@ async def softmax_rows_match_hwsim(dut) -> None:
     rows, n = data["x"].shape
     write_hex(Path("x.hex"), data["x"], 16)
     dut.n.value, dut.rows.value, dut.frac.value = n, rows, manifest["frac_bits"]
-    dut.sqrt2.value = int(manifest.get("sqrt2", False))
+    dut.sqrt2.value, dut.eta.value = int(manifest.get("sqrt2", False)), int(manifest.get("eta", 0))
     await load_run_dump(dut)
     codes = read_hex(Path("out.hex"), 5, rows * n).reshape(rows, n)  # 4-bit codes, read unsigned
     cycles = read_hex(Path("rows.hex"), 33, rows)

@@ -43,6 +43,30 @@ def repq_w4a4(deit_fmnist):
     return quantize_model(deit_fmnist, calib, RepQViT(), default_map(4, 4), name="deit_fmnist")
 
 
+class SulqOnly:
+    """I&S-ViT's quantizers and SULQ softmax without its SOS reconstruction: the integer program's structure is the
+    method's, in seconds (tests of lowering and RTL; SOS itself is tested in tests/quant/test_isvit.py)."""
+
+    def __new__(cls):
+        from quant.methods.isvit import ISViT
+
+        class _SulqOnly(ISViT):
+            def refine(self, qg, calib, progress=False):
+                pass
+
+        return _SulqOnly()
+
+
+@pytest.fixture(scope="session")
+def isvit_sulq_w4a4(deit_fmnist):
+    """deit_fmnist with I&S-ViT's quantizers and SULQ softmax at W4A4 (no SOS), 64 calibration images."""
+    from models.data import calibration_data
+    from quant.build import default_map, quantize_model
+
+    calib = calibration_data("fmnist", deit_fmnist, 64, seed=0)
+    return quantize_model(deit_fmnist, calib, SulqOnly(), default_map(4, 4), name="deit_fmnist")
+
+
 @pytest.fixture(scope="session")
 def p2vit_calibration(deit_fmnist):
     """deit_fmnist calibrated for p2vit on 128 training images (seed 0)."""

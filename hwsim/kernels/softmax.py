@@ -19,6 +19,9 @@ The log2 codes let attn @ V run as shifts: sum_j V_j << (2^b - 2 - code_j), scal
         code = log2_code(E_j^2, S^2)        (E_j < 2^16 and S < 2^27, i.e. rows of at most 4096: squares < 2^54)
   The decode multiplies V by 2^(T - ceil(code / 2)) times 128 (even code) or 181 (odd code), T = 2^(b-1) - 1, scale
   2^-(T + 7) (hwsim.ops.gemm_ops.decode_log_sqrt2): a shift and, for odd codes, a shift-add by 181 = 10110101b.
+  SULQ, b bits (I&S-ViT's shift-uniform-log2 quantizer, Zhong et al., 2023, with integer exponents): the log2 code
+  of p + eta, eta = eta_num / 2^12 (ETA_FRAC_BITS), i.e. code = log2_code(E_j + round(eta S), S); the value is
+  2^-code - eta (the top code: -eta), and attn @ V subtracts eta * sum_j V_j (hwsim.ops.gemm_ops).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from hwsim.kernels.shiftexp import EXP_FRAC_BITS, exp_shift
 SOFTMAX_NORM_BITS = 31
 UNIFORM, LOG2, LOG_SQRT2 = 0, 1, 2   # output codes of softmax_int
 LOG_SQRT2_MAX_N = 4096               # row length bound of the log-sqrt(2) squares (int64)
+ETA_FRAC_BITS = 12                   # SULQ's shift eta as a fixed-point fraction eta_num / 2^12
 
 
 @njit(cache=True, inline="always")
@@ -62,9 +66,9 @@ def log_sqrt2_code(e: int, total: int, zero_code: int) -> int:
 
 
 @njit(cache=True, parallel=True)
-def softmax_int(x: np.ndarray, frac_bits: int, out_bits: int, mode: int, out: np.ndarray) -> None:
-    """Integer softmax over the last axis of a 2-D int array into ``out``; ``mode`` is UNIFORM, LOG2 or LOG_SQRT2
-    (see module docstring)."""
+def softmax_int(x: np.ndarray, frac_bits: int, out_bits: int, mode: int, out: np.ndarray, eta: int = 0) -> None:
+    """Integer softmax over the last axis of a 2-D int array into ``out``; ``mode`` is UNIFORM, LOG2 or LOG_SQRT2;
+    ``eta`` (LOG2 only) is SULQ's shift as eta / 2^ETA_FRAC_BITS (see module docstring)."""
     rows, n = x.shape
     zero_code = (1 << out_bits) - 1
     for r in prange(rows):
@@ -79,8 +83,9 @@ def softmax_int(x: np.ndarray, frac_bits: int, out_bits: int, mode: int, out: np
             exps[j] = e
             total += e
         if mode == LOG2:
+            shift = (np.int64(eta) * total + (np.int64(1) << (ETA_FRAC_BITS - 1))) >> ETA_FRAC_BITS if eta else 0
             for j in range(n):
-                out[r, j] = log2_code(exps[j], total, zero_code)
+                out[r, j] = log2_code(min(exps[j] + shift, total), total, zero_code)  # p + eta >= 1: code 0
         elif mode == LOG_SQRT2:
             for j in range(n):
                 out[r, j] = log_sqrt2_code(exps[j], total, zero_code)

@@ -4,7 +4,10 @@ Linear may carry ``input_shift`` (per input channel left shifts): FQ-ViT's power
 post-LayerNorm activations, applied to the operand before the multiply as P^2-ViT's shifters do.
 MatMul with ``a_log2_bits = b`` takes log2 softmax codes as its left operand (hwsim.kernels.softmax): a code c is the
 integer 2^(2^b - 2 - c) (0 for the zero code), i.e. attn @ V is a sum of shifted V rows; with ``a_sqrt2`` the codes
-are log-sqrt(2) codes (RepQ-ViT), the integer 2^(T - ceil(c / 2)) * (128, or 181 for odd c), T = 2^(b-1) - 1.
+are log-sqrt(2) codes (RepQ-ViT), the integer 2^(T - ceil(c / 2)) * (128, or 181 for odd c), T = 2^(b-1) - 1; with
+``a_eta`` they are SULQ codes (I&S-ViT), value 2^-c - eta with eta = a_eta / 2^12: the integer 2^(T - c), T =
+max(2^b - 2, 12), and the product subtracts a_eta 2^(T - 12) sum_k V_kn from every output of column n (a bias of the
+column, computed from V: the GEMM engine's bias adder applies it).
 """
 from __future__ import annotations
 
@@ -115,6 +118,9 @@ def check_matmul(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> lis
     need(len(a) == len(b) >= 2 and a[:-2] == b[:-2], f"batch dims of {a} and {b} differ")
     _check_operand_widths(op, program, [] if op.attrs.get("a_log2_bits", 0) else [op.inputs[0]])
     need(not op.attrs.get("a_sqrt2", False) or op.attrs.get("a_log2_bits", 0), "a_sqrt2 needs a_log2_bits")
+    eta = int(op.attrs.get("a_eta", 0))
+    need(eta == 0 or (op.attrs.get("a_log2_bits", 0) and not op.attrs.get("a_sqrt2", False) and 0 < eta < 1 << 16),
+         "a_eta (SULQ) needs base-2 log codes and 0 < eta < 2^16")
     _check_operand_widths(op, program, [op.inputs[1]])
     if op.attrs.get("transpose_b", False):
         need(a[-1] == b[-1], f"a {a} @ b^T {b}: inner sizes differ")
@@ -138,32 +144,70 @@ def decode_log_sqrt2(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.where(c >= (1 << bits) - 1, 0, mant << np.clip(t - ((c + 1) >> 1), 0, t)).astype(np.int16)
 
 
-def log_decode(codes: np.ndarray, bits: int, sqrt2: bool) -> np.ndarray:
-    """The integers b-bit log codes (base 2, or sqrt(2)) stand for as a MatMul's left operand."""
+ETA_FRAC_BITS = 12  # SULQ's eta as eta_num / 2^12 (hwsim.kernels.softmax)
+
+
+def sulq_top(bits: int) -> int:
+    """The decode exponent T of SULQ codes: max(2^b - 2, ETA_FRAC_BITS), so eta 2^T is an integer."""
+    return max((1 << bits) - 2, ETA_FRAC_BITS)
+
+
+def decode_sulq(codes: np.ndarray, bits: int) -> np.ndarray:
+    """SULQ codes -> 2^(T - c) (0 for the top code), T = sulq_top(bits); eta is subtracted after the product."""
+    t = sulq_top(bits)
+    c = codes.astype(np.int32)
+    return np.where(c >= (1 << bits) - 1, 0, np.left_shift(1, np.clip(t - c, 0, t))).astype(np.int16)
+
+
+def eta_correction(v: np.ndarray, eta: int, bits: int, transpose_b: bool) -> np.ndarray:
+    """eta 2^(T - 12) sum_k V_kn per output column n of attn @ V: [..., 1, N] int64."""
+    col = v.astype(np.int64).sum(-1 if transpose_b else -2)[..., None, :]
+    return col * (np.int64(eta) << (sulq_top(bits) - ETA_FRAC_BITS))
+
+
+def log_decode(codes: np.ndarray, bits: int, sqrt2: bool, sulq: bool = False) -> np.ndarray:
+    """The integers b-bit log codes (base 2, sqrt(2), or SULQ's base 2 with a higher top) stand for as a MatMul's
+    left operand."""
+    if sulq:
+        return decode_sulq(codes, bits)
     return decode_log_sqrt2(codes, bits) if sqrt2 else decode_log2(codes, bits)
 
 
-def log_decode_exp(bits: int, sqrt2: bool) -> int:
-    """log2 of the scale of ``log_decode``'s integers: 2^-(2^b - 2) for base 2, 2^-(T + 7) for base sqrt(2)."""
+def log_decode_exp(bits: int, sqrt2: bool, sulq: bool = False) -> int:
+    """log2 of the scale of ``log_decode``'s integers: 2^-(2^b - 2) for base 2, 2^-(T + 7) for base sqrt(2), 2^-T
+    for SULQ codes."""
+    if sulq:
+        return -sulq_top(bits)
     return -((1 << (bits - 1)) - 1 + 7) if sqrt2 else -((1 << bits) - 2)
 
 
 def reference_matmul(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
     lhs, rhs = args
+    rhs = rhs if op.attrs.get("transpose_b", False) else np.swapaxes(rhs, -1, -2)
+    if op.attrs.get("a_eta", 0):
+        return R.saturate(R.sulq_matmul(lhs, rhs, int(op.attrs["a_log2_bits"]), int(op.attrs["a_eta"])),
+                          _acc_bits(op), True)[0]
     if op.attrs.get("a_log2_bits", 0):
         bits = int(op.attrs["a_log2_bits"])
         lhs = R.log_sqrt2_decode(lhs, bits) if op.attrs.get("a_sqrt2", False) else R.log2_decode(lhs, bits)
-    rhs = rhs if op.attrs.get("transpose_b", False) else np.swapaxes(rhs, -1, -2)
     return R.saturate(R.matmul(lhs, rhs), _acc_bits(op), True)[0]
 
 
 @register_op("MatMul", check_matmul, reference_matmul, price_matmul)
 def run_matmul(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     a, b = inputs
+    eta = int(op.attrs.get("a_eta", 0))
     if int(op.attrs.get("a_log2_bits", 0)):
-        a = log_decode(a, int(op.attrs["a_log2_bits"]), bool(op.attrs.get("a_sqrt2", False)))
+        a = log_decode(a, int(op.attrs["a_log2_bits"]), bool(op.attrs.get("a_sqrt2", False)), eta > 0)
     # Q.K^T: K [.., N, K] is already the [N, K] operand; attn @ V: V [.., K, N] is packed from its K-major layout.
     panels = pack_b(b.reshape((-1,) + b.shape[-2:]), k_major=not op.attrs.get("transpose_b", False))
     lead = a.shape[:-2]
     out, sat = gemm(a.reshape((-1,) + a.shape[-2:]), panels, None, _acc_bits(op))
-    return [out.reshape(lead + out.shape[-2:])], sat
+    out = out.reshape(lead + out.shape[-2:])
+    if eta:  # SULQ: every value carries -eta, i.e. -eta * sum_k V per column, added like a bias
+        lo, hi = -(1 << (_acc_bits(op) - 1)), (1 << (_acc_bits(op) - 1)) - 1
+        wide = out.astype(np.int64) - eta_correction(b, eta, int(op.attrs["a_log2_bits"]),
+                                                     bool(op.attrs.get("transpose_b", False)))
+        sat += int(((wide < lo) | (wide > hi)).sum())
+        out = np.clip(wide, lo, hi).astype(out.dtype)
+    return [out], sat

@@ -31,6 +31,8 @@ def check_softmax(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> li
     need(not op.attrs.get("sqrt2", False) or op.attrs.get("log2", False), "sqrt2 is the base of log codes: needs log2")
     if softmax_mode(op) == LOG_SQRT2:
         need(shapes[0][-1] <= LOG_SQRT2_MAX_N, f"log-sqrt(2) softmax rows take at most {LOG_SQRT2_MAX_N} elements")
+    eta = int(op.attrs.get("eta", 0))
+    need(eta == 0 or (softmax_mode(op) == LOG2 and 0 < eta < 1 << 16), "eta (SULQ) needs log2 codes and 0 < eta < 2^16")
     if op.attrs.get("log2", False):
         need(2 <= out.bits <= 4, f"log softmax output takes 2..4 bits, got {out.bits}")
     else:
@@ -39,7 +41,8 @@ def check_softmax(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> li
 
 
 def reference_softmax(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
-    return R.softmax(args[0], int(op.attrs["frac_bits"]), program.tensors[op.outputs[0]].bits, softmax_mode(op))
+    return R.softmax(args[0], int(op.attrs["frac_bits"]), program.tensors[op.outputs[0]].bits, softmax_mode(op),
+                     int(op.attrs.get("eta", 0)))
 
 
 @register_op("Softmax", check_softmax, reference_softmax, price_softmax)
@@ -47,7 +50,7 @@ def run_softmax(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[lis
     (x,) = inputs
     out = np.empty(x.shape, dtype=np.int32)
     softmax_int(_rows(x), int(op.attrs["frac_bits"]), program.tensors[op.outputs[0]].bits, softmax_mode(op),
-                out.reshape(-1, x.shape[-1]))
+                out.reshape(-1, x.shape[-1]), int(op.attrs.get("eta", 0)))
     return [out], 0
 
 

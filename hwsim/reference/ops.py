@@ -52,10 +52,11 @@ def _exp_fixed(d: np.ndarray, f: int, F: int = 15) -> np.ndarray:
     return np.where(q > F, 0, ((I64(1) << F) - frac) >> np.minimum(q, F))
 
 
-def softmax(x: np.ndarray, frac_bits: int, out_bits: int, mode: int) -> np.ndarray:
+def softmax(x: np.ndarray, frac_bits: int, out_bits: int, mode: int, eta: int = 0) -> np.ndarray:
     """``mode`` 0 uniform, 1 log2, 2 log-sqrt(2) codes. A log code counts the rounding thresholds the ratio
     r = S / E passes, r^q >= (181/128) 2^(k-1) for k = 1, 2, ... (q = 1 for log2, q = 2 for log-sqrt(2)): the
-    round-in-the-log-domain code with sqrt(2) ~ 181/128, written without a logarithm."""
+    round-in-the-log-domain code with sqrt(2) ~ 181/128, written without a logarithm. ``eta`` (log2): SULQ's
+    E + eta S / 2^12 (rounded half up) in place of E."""
     x = np.asarray(x, I64)
     e = _exp_fixed(x - x.max(-1, keepdims=True), frac_bits)
     total = e.sum(-1, keepdims=True)
@@ -63,6 +64,8 @@ def softmax(x: np.ndarray, frac_bits: int, out_bits: int, mode: int) -> np.ndarr
         code = (e * ((I64(2**31) - 1) // total) + (I64(1) << (30 - out_bits))) >> (31 - out_bits)  # round to nearest
         return np.minimum(code, 2**out_bits - 1)
     top = 2**out_bits - 1
+    if eta:
+        e = e + (eta * total + 2048) // 4096
     num, den = (total, e) if mode == 1 else (total * total, e * e)
     code = np.zeros(e.shape, I64)
     for k in range(1, top + 1):
@@ -113,6 +116,16 @@ def log_sqrt2_decode(codes: np.ndarray, code_bits: int) -> np.ndarray:
     t = 2 ** (code_bits - 1) - 1
     mant = np.where(codes % 2 == 1, 181, 128)
     return np.where(codes >= 2**code_bits - 1, 0, mant * np.left_shift(I64(1), np.clip(t - (codes + 1) // 2, 0, None)))
+
+
+def sulq_matmul(codes: np.ndarray, v_nk: np.ndarray, code_bits: int, eta: int) -> np.ndarray:
+    """SULQ attn @ V in int64: sum_k (2^-c_k - eta) V_nk at scale 2^-T, T = max(2^b - 2, 12): every code's value
+    times 2^T is the integer 2^(T - c) (0 for the top code) minus eta 2^(T - 12)."""
+    codes = np.asarray(codes, I64)
+    t = max(2**code_bits - 2, 12)
+    value = np.where(codes >= 2**code_bits - 1, 0, np.left_shift(I64(1), np.clip(t - codes, 0, None))) \
+        - I64(eta) * 2 ** (t - 12)
+    return matmul(value, v_nk)
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int, padding: int) -> np.ndarray:

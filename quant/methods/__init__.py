@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from quant.methods.base import Method
+from quant.methods.isvit import ISViT
 from quant.methods.minmax import MinMax
 from quant.methods.p2vit import P2ViT
 from quant.methods.pfcr import PFCR
 from quant.methods.repq import RepQViT
 from quant.parts import QuantError
 
-METHODS: dict[str, type[Method]] = {"minmax": MinMax, "repq": RepQViT, "p2vit": P2ViT, "pfcr": PFCR}
+METHODS: dict[str, type[Method]] = {"minmax": MinMax, "repq": RepQViT, "p2vit": P2ViT, "isvit": ISViT, "pfcr": PFCR}
 
 
 def get_method(name: str) -> Method:

@@ -26,6 +26,10 @@ class Method(ABC):
         """Width of the post-softmax log codes at a MatMul of ``abits``; None for uniform codes at ``abits``."""
         return self.softmax_log2_bits
 
+    def softmax_eta(self, obs: Observer, bits: int) -> int:
+        """SULQ's shift of the post-softmax log codes, as eta / 2^12 (I&S-ViT); 0: plain log2 codes."""
+        return 0
+
     def prepare(self, captured, calib: torch.Tensor) -> None:
         """Float re-parameterisation of the traced graph ``captured`` in place, before the sites are observed."""
 

@@ -1,12 +1,14 @@
 // Integer softmax unit with log2 output: I-ViT's Shiftmax exponent (Li & Gu, ICCV 2023) and FQ-ViT's log-int-softmax
-// code (Lin et al., IJCAI 2022), as P^2-ViT uses, or with `sqrt2` RepQ-ViT's log-sqrt(2) code (Li et al., ICCV 2023);
-// the same integers as hwsim.kernels.softmax (LOG2 and LOG_SQRT2 modes, 4-bit codes).
+// code (Lin et al., IJCAI 2022), as P^2-ViT uses, or with `sqrt2` RepQ-ViT's log-sqrt(2) code (Li et al., ICCV 2023),
+// or with `eta` > 0 I&S-ViT's SULQ code (the log2 code of E + eta S / 2^12); the same integers as
+// hwsim.kernels.softmax (LOG2 and LOG_SQRT2 modes, eta, 4-bit codes).
 // Per row of n logits (FRAC fractional bits, runtime):
 //   pass 1 (n cycles): m = max_j x_j
 //   pass 2 (n cycles): E_j = exp_shift(x_j - m), S = sum E_j        (shift_exp.v: shift-add log2(e), linear 2^-frac, F = 15)
 //   pass 3 (n cycles): l = max{l : E_j 2^l <= S}; code = l + [128 S >= 181 E_j 2^l] (round(log2(S / E_j)) with
 //                      sqrt(2) ~ 181/128, as hwsim; no divider); E_j = 0 or code > 14 give 15 (the zero code);
-//                      with `sqrt2` the same on E_j^2 and S^2 (round(log_sqrt2(S / E_j)), half-octave codes)
+//                      with `sqrt2` the same on E_j^2 and S^2 (round(log_sqrt2(S / E_j)), half-octave codes);
+//                      with `eta` on min(E_j + ((eta S + 2^11) >> 12), S) (SULQ: log2 of p + eta)
 //   1 cycle to finish the row:  cycles per row = 3n + 1 (hwsim.cost.cycles.softmax_row_cycles).
 // `run` processes `rows` rows of x.hex (row-major, n per row) back to back; codes go to out.hex, per-row cycle
 // counts to rows.hex on `dump`.
@@ -16,7 +18,8 @@ module softmax_unit #(
     parameter integer X_W = 16,
     parameter integer ADDR_W = 14,
     parameter integer N_MAX = 1024,
-    parameter integer SQRT2 = 1     // the unit has the log-sqrt(2) code (area: a 32 x 32 squarer, 16 x 16 per element)
+    parameter integer SQRT2 = 1,    // the unit has the log-sqrt(2) code (area: a 32 x 32 squarer, 16 x 16 per element)
+    parameter integer SULQ = 1      // the unit has SULQ's eta shift (area: a 16 x 32 product per row, a wide compare)
 ) (
     input  wire              clk,
     input  wire              rst,
@@ -27,6 +30,7 @@ module softmax_unit #(
     input  wire [15:0]       rows,
     input  wire [4:0]        frac,
     input  wire              sqrt2,
+    input  wire [15:0]       eta,
     input  wire              host_we,
     input  wire [ADDR_W-1:0] host_addr,
     input  wire [X_W-1:0]    host_wdata,
@@ -98,9 +102,9 @@ module softmax_unit #(
         end
     endfunction
 
-    // Log-sqrt(2) code of E / S: the log2 code of E^2 / S^2 (same rounding), on the squares (S < 2^32: rows of at most
-    // N_MAX <= 2^16 elements, so S^2 < 2^64 and E^2 < 2^32).
-    function [3:0] log_sqrt2_code;
+    // The log2 code on wide operands: E^2 / S^2 for the log-sqrt(2) code (S < 2^32: rows of at most N_MAX <= 2^16
+    // elements, so S^2 < 2^64 and E^2 < 2^32), and SULQ's (E + eta S) / S.
+    function [3:0] log_code_wide;
         input [63:0] s;
         input [31:0] e;
         reg [6:0] l0, l;
@@ -114,8 +118,8 @@ module softmax_unit #(
             e_up = {8'd0, e64 << l} * 72'd181;
             s_up = {8'd0, s} << 7;
             code = {1'b0, l} + ((s_up >= e_up) ? 8'd1 : 8'd0);
-            if (e == 0 || code > 8'd15) log_sqrt2_code = 4'd15;
-            else log_sqrt2_code = code[3:0];
+            if (e == 0 || code > 8'd15) log_code_wide = 4'd15;
+            else log_code_wide = code[3:0];
         end
     endfunction
 
@@ -132,20 +136,32 @@ module softmax_unit #(
 
     wire [F:0] e_row = e_mem[j[E_AW-1:0]];
     reg [3:0] code_j;
+    wire [3:0] code_log2 = log_code(sum, e_row);
+    wire [3:0] code_sqrt2;
+    wire [3:0] code_sulq;
     generate
         if (SQRT2 != 0) begin : with_sqrt2
             wire [31:0] e_ext = {{(31-F){1'b0}}, e_row};
             wire [31:0] e_sq = e_ext * e_ext;                               // E_j^2 < 2^32
             wire [63:0] sum_sq = {32'd0, sum[31:0]} * {32'd0, sum[31:0]};   // S^2, S < 2^32
-            always @(*) code_j = sqrt2 ? log_sqrt2_code(sum_sq, e_sq) : log_code(sum, e_row);
-        end else begin : log2_only
-            /* verilator lint_off UNUSEDSIGNAL */
-            wire unused_sqrt2 = sqrt2;  // the port stays, so one testbench drives both builds
-            /* verilator lint_on UNUSEDSIGNAL */
-            always @(*) code_j = log_code(sum, e_row);
+            assign code_sqrt2 = log_code_wide(sum_sq, e_sq);
+        end else begin : no_sqrt2
+            assign code_sqrt2 = 4'd0;
+        end
+        if (SULQ != 0) begin : with_sulq
+            wire [47:0] eta_s = ({16'd0, sum[31:0]} * {32'd0, eta} + 48'd2048) >> 12;  // round(eta S / 2^12)
+            wire [47:0] e_eta = {{(47-F){1'b0}}, e_row} + eta_s;
+            wire [31:0] e_cap = (e_eta > {16'd0, sum[31:0]}) ? sum[31:0] : e_eta[31:0];  // p + eta >= 1: code 0
+            assign code_sulq = log_code_wide({32'd0, sum[31:0]}, e_cap);
+        end else begin : no_sulq
+            assign code_sulq = 4'd0;
         end
     endgenerate
-
+    always @(*) begin : pick_code
+        if (SQRT2 != 0 && sqrt2) code_j = code_sqrt2;
+        else if (SULQ != 0 && eta != 16'd0) code_j = code_sulq;
+        else code_j = code_log2;
+    end
     always @(posedge clk) begin : control
         done <= 1'b0;
         if (rst) begin

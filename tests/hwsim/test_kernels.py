@@ -191,6 +191,44 @@ def test_softmax_random(x, frac, mode):
     assert np.array_equal(out, R.softmax(x, frac, bits, mode))
 
 
+@pytest.mark.parametrize("eta", [4, 41, 410, 4096])  # eta 0.001, 0.01, 0.1, 1.0 (I&S-ViT's grid ends)
+def test_sulq_softmax_codes_are_the_log2_codes_of_p_plus_eta(eta):
+    rows = np.array(list(itertools.product(I4, repeat=3)), dtype=np.int64)
+    for frac, bits in ((0, 4), (2, 4), (3, 3)):
+        out = np.empty(rows.shape, dtype=np.int64)
+        softmax_int(rows, frac, bits, LOG2, out, eta)
+        assert np.array_equal(out, R.softmax(rows, frac, bits, LOG2, eta)), (frac, bits)
+    # eta shifts every probability up: codes never rise above the plain log2 codes, and p = 0 gets round(-log2 eta)
+    plain, shifted = np.empty(rows.shape, dtype=np.int64), np.empty(rows.shape, dtype=np.int64)
+    softmax_int(rows, 0, 4, LOG2, plain)
+    softmax_int(rows, 0, 4, LOG2, shifted, eta)
+    assert (shifted <= plain).all() and (shifted < plain).any()
+    x = np.array([[0, -2**14]])  # the second probability is 0
+    out = np.empty(x.shape, dtype=np.int64)
+    softmax_int(x, 0, 4, LOG2, out, eta)
+    assert out[0, 1] == min(15, int(np.floor(-np.log2(eta / 4096) + 0.5)) if eta < 4096 else 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.int64, st.tuples(st.integers(1, 6), st.integers(2, 9)), elements=st.integers(0, 15)),
+       hnp.arrays(np.int64, st.tuples(st.just(9), st.integers(1, 5)), elements=st.integers(-128, 127)),
+       st.integers(1, 4096), st.sampled_from([3, 4]), st.booleans())
+def test_sulq_matmul_subtracts_eta_times_the_column_sums(codes, v, eta, bits, transpose):
+    from hwsim.ir.schema import Op
+    from hwsim.ops.gemm_ops import reference_matmul, run_matmul
+
+    codes = np.minimum(codes, 2**bits - 1)
+    v = v[: codes.shape[1]]
+    b = np.ascontiguousarray(v.T) if transpose else v
+    op = Op("MatMul", "av", ("a", "b"), ("y",), attrs={"a_log2_bits": bits, "a_eta": eta, "transpose_b": transpose})
+    (got,), sat = run_matmul(op, None, [codes[None], b[None]])
+    want = reference_matmul(op, None, [codes[None], b[None]])
+    assert sat == 0 and np.array_equal(got, want)
+    t = max(2**bits - 2, 12)  # by hand: each value is (2^-c - eta) * 2^t
+    values = np.where(codes == 2**bits - 1, 0.0, 2.0 ** -codes.astype(float)) - eta / 4096
+    assert np.allclose(got[0] / 2.0**t, values @ v)
+
+
 def test_log_sqrt2_softmax_of_4096_equal_logits_does_not_overflow():
     # p = 1/4096 = 2^-12: code 24 is beyond 4 bits (zero code); at 2^-3 (8 logits) the code is 6
     for n, want in ((4096, 15), (8, 6), (2, 2), (1, 0)):

@@ -28,7 +28,10 @@ TIMM = {
 
 def _check(net: torch.nn.Module, name: str, calib: torch.Tensor, images: np.ndarray, method: str,
            kinds: set[str]) -> None:
-    q = quantize_model(net, calib, get_method(method), default_map(8, 8), name=name)
+    from tests.conftest import SulqOnly
+
+    q = quantize_model(net, calib, SulqOnly() if method == "isvit-sulq" else get_method(method), default_map(8, 8),
+                       name=name)
     program = q.export()
     assert kinds <= {op.kind for op in program.ops}
     _assert_exact(q, program, images)
@@ -50,7 +53,7 @@ def test_timm_architecture_is_bit_exact(name):
     _check(net, name, torch.from_numpy(random_images(net, 2, seed=0)), random_images(net, 2, seed=5), "p2vit", TIMM[name])
 
 
-@pytest.mark.parametrize("method", ["p2vit", "minmax", "repq"])
+@pytest.mark.parametrize("method", ["p2vit", "minmax", "repq", "isvit-sulq"])
 def test_swin_fmnist_is_bit_exact(method, fmnist_test):
     torch.manual_seed(0)
     net = create_model("swin_fmnist", pretrained=False)

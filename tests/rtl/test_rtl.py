@@ -122,8 +122,8 @@ def test_unit_on_real_rows_bit_exact_at_the_cost_models_cycles(sim, bits, unit, 
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
-@pytest.mark.parametrize("sqrt2", [False, True])
-def test_softmax_unit_on_random_rows_covers_every_code(sim, sqrt2):
+@pytest.mark.parametrize("sqrt2,eta", [(False, 0), (True, 0), (False, 41), (False, 4096)])
+def test_softmax_unit_on_random_rows_covers_every_code(sim, sqrt2, eta):
     from hwsim.kernels.softmax import LOG2, LOG_SQRT2, softmax_int
     from rtl.layers import SoftmaxJob
     from rtl.runner import run_softmax_job
@@ -134,9 +134,14 @@ def test_softmax_unit_on_random_rows_covers_every_code(sim, sqrt2):
     x[8:16, 7] = 6000  # one dominant logit: p near 1, code 0
     x[16:24] = rng.integers(-400, 400, (8, 61))  # flatter rows: the log-sqrt(2) codes' middle range
     codes = np.empty_like(x)
-    softmax_int(x, 8, 4, LOG_SQRT2 if sqrt2 else LOG2, codes)
-    assert set(np.unique(codes)) == set(range(16)) if sqrt2 else set(np.unique(codes)) >= set(range(0, 16, 3))
-    r = run_softmax_job(SoftmaxJob("random", x, 8, codes, sqrt2), sim)
+    softmax_int(x, 8, 4, LOG_SQRT2 if sqrt2 else LOG2, codes, eta)
+    if sqrt2:
+        assert set(np.unique(codes)) == set(range(16))
+    elif eta == 0:
+        assert set(np.unique(codes)) >= set(range(0, 16, 3))
+    else:  # SULQ: codes stop at round(-log2 eta): 7 for eta 0.01, 0 for eta 1
+        assert set(np.unique(codes)) == (set(range(8)) if eta == 41 else {0})
+    r = run_softmax_job(SoftmaxJob("random", x, 8, codes, sqrt2, eta), sim)
     assert r["bit_exact"] and r["cycles_equal_per_row"], r
 
 
@@ -167,6 +172,27 @@ def test_repq_log_sqrt2_attention_runs_bit_exact_on_the_softmax_unit_and_the_arr
     assert r["bit_exact"] and r["cycles_equal_per_row"], r
     one_unit = load_hardware(None, {"units.softmax": 1})
     assert r["rtl_cycles"] == next(o for o in cost(program, one_unit).ops if o.name == job.name).compute_cycles
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_sulq_attention_runs_bit_exact_on_the_softmax_unit_and_the_array(sim, isvit_sulq_w4a4, fmnist_test):
+    """I&S-ViT's SULQ on real data (block 0): codes of p + eta from the softmax unit; attn @ V in the PE's log2 mode
+    with -eta * sum V as each column's bias; bit-exact, cycles equal to the cost model (accumulators: float scales)."""
+    from rtl.layers import softmax_job
+    from rtl.runner import run_softmax_job
+
+    program = isvit_sulq_w4a4.export()
+    trace = run(program, quantize_input(program, fmnist_test[0][:1]), trace=True).trace
+    job = softmax_job(program, trace, 0)
+    assert job.eta > 0
+    r = run_softmax_job(job, sim)
+    assert r["bit_exact"] and r["cycles_equal_per_row"], r
+    jobs = block_jobs(program, trace, 0, kinds=("matmul_av",), dyadic_accumulators=True)
+    assert all(j.bias.min() < 0 for j in jobs)  # the eta correction is there
+    results = run_gemm_jobs(jobs, sim, 16, 16)
+    assert all(r["bit_exact"] and r["cycles_equal_per_tile"] for r in results), results
+    priced = {o.name: o.compute_cycles for o in cost(program, with_array(load_hardware(), 16, 16)).ops}
+    assert sum(r["rtl_cycles"] for r in results) == priced["blocks.0.attn.matmul_av"]
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
