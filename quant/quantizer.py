@@ -68,9 +68,10 @@ def log2_codes(p: torch.Tensor, bits: int, sqrt2: bool = False) -> torch.Tensor:
     if sqrt2:
         p = p * p
     zero_code = (1 << bits) - 1
-    safe = torch.where(p > 0, p, torch.ones_like(p))
-    lg = torch.floor(-torch.log2(safe))  # 2^lg <= 1/p < 2^(lg + 1)
-    code = lg + (SQRT2_DEN >= SQRT2_NUM * safe * torch.exp2(lg)).double()  # 1/p >= sqrt(2) 2^lg: round up
+    # p = m 2^e, m in [0.5, 1): 2^-e <= 1/p < 2^(1-e) for m > 1/2, and 1/p >= sqrt(2) 2^-e (round up) iff 181 m <= 128;
+    # m = 1/2 gives 1 - e, which the same test returns. Exact in float64 (181 m needs 8 more bits than m).
+    m, e = torch.frexp(p)
+    code = (SQRT2_NUM * m <= SQRT2_DEN).double() - e.double()
     return torch.where(p > 0, torch.clamp(code, max=zero_code), torch.full_like(p, zero_code))
 
 

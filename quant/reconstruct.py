@@ -69,7 +69,7 @@ class ReconConfig:
 @dataclass
 class UnitResult:
     unit: str
-    error_before: float                   # mean squared error per element of the unit output, on all images
+    error_before: float                   # mean squared error per element of the unit output (first ERROR_IMAGES)
     error_after: float
 
 
@@ -107,8 +107,12 @@ def _as_list(value) -> list[torch.Tensor]:
     return list(value) if isinstance(value, tuple) else [value]
 
 
+ERROR_IMAGES = 256   # the before / after errors (a diagnostic) are measured on the first images only
+
+
 def _error(unit: Unit, inputs: list[torch.Tensor], target: torch.Tensor) -> float:
-    return float(((_batched(unit.module, inputs) - target) ** 2).mean())
+    n = min(len(target), ERROR_IMAGES)
+    return float(((_batched(unit.module, [x[:n] for x in inputs]) - target[:n]) ** 2).mean())
 
 
 def _round_loss(gemms: list, beta: float) -> torch.Tensor:
