@@ -34,10 +34,10 @@ def _check(net: torch.nn.Module, name: str, calib: torch.Tensor, images: np.ndar
                        name=name)
     program = q.export()
     assert kinds <= {op.kind for op in program.ops}
-    _assert_exact(q, program, images)
+    assert_exact(q, program, images)
 
 
-def _assert_exact(q, program, images: np.ndarray) -> None:
+def assert_exact(q, program, images: np.ndarray) -> None:
     """hwsim equals the int64 reference on every tensor, and its output codes equal fake-quant's."""
     x = quantize_input(program, images)
     traced = run(program, x, trace=True).trace
@@ -69,7 +69,7 @@ def test_one_stored_tensor_read_at_two_widths_is_exact(p2vit_models, fmnist_test
     q = p2vit_models["mixed"]
     program = q.export()
     assert {"blocks.0.attn.matmul_qk.a", "blocks.1.attn.matmul_av.b"} <= {op.name for op in program.ops}
-    _assert_exact(q, program, fmnist_test[0][:2])
+    assert_exact(q, program, fmnist_test[0][:2])
 
 
 def test_layerscale_and_mean_pooling_folds_keep_the_float_model():
@@ -101,4 +101,4 @@ def test_every_search_width_lowers_bit_exact(p2vit_calibration, fmnist_test):
     program = q.export()
     widths = {program.spec(op.params["weight"]).bits for op in program.ops if "weight" in op.params}
     assert set(BIT_CHOICES) <= widths
-    _assert_exact(q, program, fmnist_test[0][:2])
+    assert_exact(q, program, fmnist_test[0][:2])

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hwsim.executor import quantize_input, run
 from hwsim.ops.gemm_ops import decode_sulq, log_decode_exp
-from hwsim.reference.executor import run_reference
 from quant.methods.isvit import ETA_GRID, ISViT, sulq_values
 from quant.observers import Observer
+from tests.quant.test_architectures import assert_exact
 
 
 def test_sulq_fake_quant_values_are_the_integer_decode_minus_eta():
@@ -40,12 +39,7 @@ def test_sulq_program_is_bit_exact(isvit_sulq_w4a4, fmnist_test):
     softmax = [op for op in program.ops if op.kind == "Softmax"]
     assert softmax and all(op.attrs.get("eta", 0) > 0 for op in softmax)
     assert all(op.attrs.get("a_eta", 0) > 0 for op in program.ops if op.name.endswith("matmul_av"))
-    images = fmnist_test[0][:4]
-    x = quantize_input(program, images)
-    traced = run(program, x, trace=True).trace
-    ref = run_reference(program, x)
-    assert [n for n in ref if not np.array_equal(ref[n], traced[n])] == []
-    assert np.array_equal(traced[program.outputs[0]], isvit_sulq_w4a4.forward_int(torch.from_numpy(images)).numpy())
+    assert_exact(isvit_sulq_w4a4, program, fmnist_test[0][:4])
 
 
 def test_sos_beats_the_same_quantizers_without_it_at_w3a3(deit_fmnist, fmnist_test):

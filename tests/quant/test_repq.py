@@ -3,17 +3,15 @@ zero point a LayerNorm output then carries, each where a plausible bug would sho
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from hwsim.executor import quantize_input, run
 from hwsim.ops.gemm_ops import decode_log_sqrt2, log_decode_exp
-from hwsim.reference.executor import run_reference
 from models.data import calibration_data
 from quant.graph.capture import capture
 from quant.graph.norm_linear import channel_ranges, norm_linear_pairs
 from quant.methods.repq import RepQViT
 from quant.quantizer import log2_codes, log2_values
+from tests.quant.test_architectures import assert_exact
 
 
 def test_reparameterisation_keeps_the_float_model_and_gives_every_channel_one_range(deit_fmnist):
@@ -56,12 +54,7 @@ def test_w4a4_program_is_bit_exact_with_layernorm_zero_points_and_log_sqrt2_atte
     softmax = [op for op in program.ops if op.kind == "Softmax"]
     assert softmax and all(op.attrs.get("sqrt2") for op in softmax)
     assert all(op.attrs.get("a_sqrt2") for op in program.ops if op.name.endswith("matmul_av"))
-    images = fmnist_test[0][:4]
-    x = quantize_input(program, images)
-    traced = run(program, x, trace=True).trace
-    ref = run_reference(program, x)
-    assert [n for n in ref if not np.array_equal(ref[n], traced[n])] == []
-    assert np.array_equal(traced[program.outputs[0]], repq_w4a4.forward_int(torch.from_numpy(images)).numpy())
+    assert_exact(repq_w4a4, program, fmnist_test[0][:4])
 
 
 def test_the_softmax_code_width_follows_the_activation_bits_up_to_four():
