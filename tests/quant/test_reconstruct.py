@@ -24,7 +24,7 @@ from quant.graph.units import units
 from quant.methods import get_method
 from quant.parts import QuantError
 from quant.reconstruct import ReconConfig, reconstruct
-from tests.quant.test_architectures import _assert_exact
+from tests.quant.test_architectures import assert_exact
 
 GAIN_W2A8 = 0.01
 
@@ -103,7 +103,7 @@ def test_reconstruction_lowers_bit_exact_and_improves_w2a8(calibration, fmnist_t
     q, results = _reconstructed(calibration, (2, 8), iterations=100)
     assert all(r.error_after < r.error_before for r in results)
     program = q.export()
-    _assert_exact(q, program, images[:2])
+    assert_exact(q, program, images[:2])
     n = 1000
     before = float((predict(plain, images[:n]) == labels[:n]).mean())
     after = float((predict(program, images[:n]) == labels[:n]).mean())
