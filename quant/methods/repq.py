@@ -4,7 +4,7 @@ Zhang, ICCV 2023).
 - Post-LayerNorm activations: per-channel asymmetric quantizers (scale s_c, zero point z_c) are re-parameterised into
   one layer-wise quantizer, s~ = mean(s), z~ = mean(z), r_c = s_c / s~, by folding into the LayerNorm affine
   (gamma' = gamma / r, beta' = (beta + s (z - z~)) / r) and into the next Linear's input columns (W' = W diag(r),
-  b' = b - W' (s~ z~ ... ), quant.graph.norm_linear.fold_channel_affine). Our reading: the fold is computed from the
+  b' = b - W' s (z - z~) / r; quant.graph.norm_linear.fold_channel_affine). Our reading: the fold is computed from the
   channel ranges [min_c, max_c] without rounding the zero points, so it is independent of the bit-width and one
   calibration serves every bit-width map: channel c's range is mapped onto the common range [m, m + mean(range)],
   m = mean(range) * mean(min_c / range_c) (what the paper's fold does with un-rounded zero points). The layer-wise
