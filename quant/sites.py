@@ -95,11 +95,10 @@ class QuantGraph(torch.nn.Module):
 
     @staticmethod
     def build(captured: Captured, bits: dict[str, dict[str, int]],
-              softmax_log2_bits: Callable[[int], int | None] | int | None) -> "QuantGraph":
+              code_bits: Callable[[int], int | None]) -> "QuantGraph":
         """``bits``: per GEMM name, ``{"wbits", "abits"}`` (quant.mixed_precision resolves a map into this);
-        ``softmax_log2_bits``: the width of log softmax codes (None: uniform at the MatMul's abits), or a function of
-        the MatMul's abits giving it (quant.methods.base.Method.softmax_code_bits)."""
-        code_bits = softmax_log2_bits if callable(softmax_log2_bits) else lambda abits: softmax_log2_bits
+        ``code_bits``: the width of log softmax codes at a MatMul's abits, None for uniform codes at abits
+        (quant.methods.base.Method.softmax_code_bits)."""
         gm = copy.deepcopy(captured.gm)
         graph = gm.graph
         holder = torch.nn.Module()

@@ -43,18 +43,15 @@ def repq_w4a4(deit_fmnist):
     return quantize_model(deit_fmnist, calib, RepQViT(), default_map(4, 4), name="deit_fmnist")
 
 
-class SulqOnly:
+from quant.methods.isvit import ISViT  # noqa: E402
+
+
+class SulqOnly(ISViT):
     """I&S-ViT's quantizers and SULQ softmax without its SOS reconstruction: the integer program's structure is the
     method's, in seconds (tests of lowering and RTL; SOS itself is tested in tests/quant/test_isvit.py)."""
 
-    def __new__(cls):
-        from quant.methods.isvit import ISViT
-
-        class _SulqOnly(ISViT):
-            def refine(self, qg, calib, progress=False):
-                pass
-
-        return _SulqOnly()
+    def refine(self, qg, calib, progress=False) -> None:
+        pass
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import numpy as np
 
 from hwsim.ir.schema import Op, Program
 from hwsim.kernels.gemm import PackedB, gemm, pack_b
+from hwsim.kernels.softmax import ETA_FRAC_BITS
 from hwsim.cost.pricing import price_conv, price_linear, price_matmul
 from hwsim.ops._registry import need, param_shape, register_op
 from hwsim.reference import ops as R
@@ -142,9 +143,6 @@ def decode_log_sqrt2(codes: np.ndarray, bits: int) -> np.ndarray:
     c = codes.astype(np.int32)
     mant = np.where(c & 1, 181, 128).astype(np.int32)
     return np.where(c >= (1 << bits) - 1, 0, mant << np.clip(t - ((c + 1) >> 1), 0, t)).astype(np.int16)
-
-
-ETA_FRAC_BITS = 12  # SULQ's eta as eta_num / 2^12 (hwsim.kernels.softmax)
 
 
 def sulq_top(bits: int) -> int:

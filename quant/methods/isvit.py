@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from hwsim.kernels.softmax import ETA_FRAC_BITS
 from quant.graph.units import units
 from quant.methods.repq import RepQViT
 from quant.observers import Observer
@@ -36,7 +37,6 @@ from quant.quantizer import log2_codes, log2_values
 from quant.reconstruct import ReconConfig, reconstruct
 
 ETA_GRID = (0.001, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2, 0.5, 1.0)
-ETA_FRAC_BITS = 12
 SULQ_MAX_BITS = 4
 ITERATIONS = 400
 LR = 4e-5
