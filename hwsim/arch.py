@@ -26,7 +26,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_PRESET = "16x16"
-PE_MODES = ("int8", "int4x2", "log2", "log_sqrt2")
+PE_MODES = ("int8", "int4x2", "log2", "log_sqrt2", "twin")
 
 
 class ConfigError(ValueError):

@@ -2,7 +2,8 @@
 
 - ``ActQuant``: one activation quantization site (a graph edge or a node output), named by module path. A uniform grid
   (bits, sign, zero point, scale per tensor or per channel along one axis, power of two or float) or log2 codes
-  (post-softmax). Modes: ``observe`` (record float statistics for calibration, pass the input through), ``quant``
+  (post-softmax) or twin-uniform codes (two grids 2^m apart; PTQ4ViT, MPTQ-ViT: ``twin_quant``). Modes:
+  ``observe`` (record float statistics for calibration, pass the input through), ``quant``
   (fake-quantize), ``float`` (bypass). Straight-through estimator for the rounding; the scale can be learnt by LSQ
   (Esser et al., ICLR 2020), optionally constrained to powers of two (the exponent rounds with a straight-through
   estimator). While a reconstruction trains, ``drop`` leaves each element float with that probability (QDrop).
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.layernorm import NORM_BITS, layernorm_int
-from hwsim.kernels.softmax import ETA_FRAC_BITS, LOG2, LOG_SQRT2, UNIFORM, softmax_int
+from hwsim.kernels.softmax import ETA_FRAC_BITS, LOG2, LOG_SQRT2, TWIN, UNIFORM, softmax_int
 from quant.parts import QuantError, qrange
 from quant.quantizer import log2_codes, log2_values
 
@@ -68,6 +69,21 @@ def fake_quant_ste(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool
     return _FakeQuant.apply(x, scale, lo, hi, int(zero_point))
 
 
+def twin_quant(x: torch.Tensor, scale: torch.Tensor, bits: int, m: int, signed: bool) -> torch.Tensor:
+    """Twin-uniform fake-quant on the fine step ``scale`` and the coarse step scale 2^m (hwsim.kernels.twin), round
+    half up with straight-through gradients. ``signed`` (post-GELU): negatives on the fine grid down to -2^(b-1)
+    steps, the rest on the coarse grid up to 2^(b-1) - 1 steps. Unsigned (post-softmax): the fine grid while the
+    value rounds below 2^(b-1) fine steps, else the coarse grid up to 2^(b-1) - 1 steps."""
+    half = 2 ** (bits - 1)
+    coarse_scale = scale * 2.0**m
+    coarse = torch.clamp(round_ste(x / coarse_scale), 0, half - 1) * coarse_scale
+    if signed:
+        fine = torch.clamp(round_ste(x / scale), -half, 0) * scale
+        return torch.where(x < 0, fine, coarse)
+    fine_codes = round_ste(x / scale)
+    return torch.where(fine_codes.detach() < half, fine_codes * scale, coarse)
+
+
 def _view(values: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
     """A per-channel vector as a view broadcasting along ``axis`` (counted from the end) of ``x``."""
     if axis is None or values.numel() == 1:
@@ -94,6 +110,7 @@ class ActQuant(torch.nn.Module):
         self.log2 = False
         self.sqrt2 = False                        # log codes in half-octave steps (log-sqrt(2), RepQ-ViT)
         self.eta = 0                              # SULQ (I&S-ViT): log2 codes of p + eta, eta = self.eta / 2^12
+        self.twin_m = 0                           # twin-uniform codes, coarse step = scale * 2^twin_m (0: plain)
         self.register_buffer("scale", torch.ones((), dtype=torch.float64))
         self.observer = None                      # set while calibrating
         self.lsq: torch.nn.Parameter | None = None  # log2 of the scale when learnt
@@ -150,6 +167,8 @@ class ActQuant(torch.nn.Module):
             codes = log2_codes((x.detach().clamp(min=0) + eta).clamp(max=1), self.bits, self.sqrt2)
             return x + (log2_values(codes, self.bits, self.sqrt2).to(x.dtype) - eta - x).detach()
         scale = _view(self.current_scale(), x, self.axis).to(x.dtype)
+        if self.twin_m:
+            return twin_quant(x, scale, self.bits, self.twin_m, self.signed)
         q = fake_quant_ste(x, scale, self.bits, self.signed, self.zero_point)
         if self.drop > 0 and torch.is_grad_enabled():
             return torch.where(torch.rand_like(x) < self.drop, x, q)
@@ -351,11 +370,17 @@ class QuantSoftmax(_Nonlinear):
         codes = _codes(x, site_in)
         rows = codes.reshape(-1, codes.shape[-1])
         out = np.empty(rows.shape, dtype=np.int64)
-        mode = (LOG_SQRT2 if site_out.sqrt2 else LOG2) if site_out.log2 else UNIFORM
-        softmax_int(rows, -int(site_in.exps()), site_out.bits, mode, out, site_out.eta)
+        mode = (LOG_SQRT2 if site_out.sqrt2 else LOG2) if site_out.log2 else (TWIN if site_out.twin_m else UNIFORM)
+        softmax_int(rows, -int(site_in.exps()), site_out.bits, mode, out, site_out.eta, site_out.twin_m)
         out = torch.from_numpy(out.reshape(codes.shape))
-        values = log2_values(out, site_out.bits, site_out.sqrt2) - site_out.eta / 2.0 ** ETA_FRAC_BITS \
-            if site_out.log2 else out.double() * site_out.current_scale().detach()
+        if site_out.log2:
+            values = log2_values(out, site_out.bits, site_out.sqrt2) - site_out.eta / 2.0 ** ETA_FRAC_BITS
+        elif site_out.twin_m:
+            half = 2 ** (site_out.bits - 1)
+            decoded = torch.where(out >= half, (out - half) * 2**site_out.twin_m, out)
+            values = decoded.double() * site_out.current_scale().detach()
+        else:
+            values = out.double() * site_out.current_scale().detach()
         return self._straight_through(y, values)
 
 

@@ -41,6 +41,7 @@ class Val:
     log2: bool = False
     sqrt2: bool = False                 # log codes of base sqrt(2)
     eta: int = 0                        # SULQ log codes of p + eta / 2^12
+    twin_m: int = 0                     # twin-uniform codes (hwsim.kernels.twin); scale = the fine step
     const: torch.Tensor | None = None   # a float constant (per sample)
     image: bool = False
     parts: list["Val"] | None = None    # the items of an unbind
@@ -82,8 +83,10 @@ class Lowering:
             name, i = f"{base}_{i}", i + 1
         return name
 
-    def requant(self, name: str, v: Val, dst: np.ndarray, bits: int, signed: bool, zero_point: int) -> Val:
-        """Requantize ``v`` (accumulator or code) to ``dst`` scales; scales may vary along one axis only."""
+    def requant(self, name: str, v: Val, dst: np.ndarray, bits: int, signed: bool, zero_point: int,
+                twin_m: int = 0) -> Val:
+        """Requantize ``v`` (accumulator or code) to ``dst`` scales; scales may vary along one axis only; with
+        ``twin_m`` into sign-region twin codes whose fine step is ``dst``."""
         shape = self.b.program.tensors[v.name].shape
         ratio = np.broadcast_to(v.scale, shape) / np.broadcast_to(dst, shape)
         vec, axis = _per_axis(ratio)
@@ -92,9 +95,11 @@ class Lowering:
         params = {"shift": self.b.constant(f"{name}.shift", rq.shift, 8)}
         if rq.mode == "dyadic":
             params["multiplier"] = self.b.constant(f"{name}.multiplier", rq.multiplier, 32)
-        out = self.op("Requant", name, [v.name], bits, signed, dst, params,
-                      {"mode": rq.mode, "axis": -1 if axis is None else axis}, zero_point)
-        return Val(out, np.broadcast_to(dst, shape).copy(), bits, signed, zero_point)
+        attrs = {"mode": rq.mode, "axis": -1 if axis is None else axis}
+        if twin_m:
+            attrs["twin_m"] = twin_m
+        out = self.op("Requant", name, [v.name], bits, signed, dst, params, attrs, zero_point)
+        return Val(out, np.broadcast_to(dst, shape).copy(), bits, signed, zero_point, twin_m=twin_m)
 
     def quantize_const(self, name: str, value: torch.Tensor, scale: np.ndarray, bits: int, signed: bool,
                        zero_point: int = 0) -> Val:
@@ -279,7 +284,16 @@ def _site(lw: Lowering, node: fx.Node) -> Val:
         if not v.log2:
             raise QuantError(f"{site.name}: log2 codes come only from a softmax")
         return v
+    if site.twin_m and site.role == "softmax":
+        if v.twin_m != site.twin_m:
+            raise QuantError(f"{site.name}: twin-uniform probabilities come only from a softmax with the same ratio")
+        return v
     scale = lw.site_scale(site, shape)
+    if site.twin_m:
+        if not v.acc or site.zero_point or not site.signed:
+            raise QuantError(f"{site.name}: twin-uniform codes are requantized from an accumulator, signed, "
+                             f"without a zero point")
+        return lw.requant(lw.unique(f"{site.name}.requant"), v, scale, site.bits, True, 0, site.twin_m)
     if v.image:
         name = lw.b.input("input", shape, site.bits, site.signed, _to_scale(scale))
         return Val(name, scale, site.bits, site.signed, site.zero_point)
@@ -340,7 +354,10 @@ def _linear(lw: Lowering, node: fx.Node) -> Val:
         bias = np.floor(q.bias.detach().double().numpy() / acc_scale + 0.5) if q.bias is not None else 0.0
         bias = np.clip(bias - x.zero_point * codes.sum(1).numpy(), lo, hi)
         params["bias"] = lw.b.constant(f"{name}.bias", bias, ACC_BITS, scale=Scale(torch.from_numpy(acc_scale), -1))
-    out = lw.op("Linear", name, [x.name], ACC_BITS, True, acc_scale, params, {"acc_bits": ACC_BITS})
+    attrs: dict[str, Any] = {"acc_bits": ACC_BITS}
+    if x.twin_m:
+        attrs["a_twin_m"] = x.twin_m
+    out = lw.op("Linear", name, [x.name], ACC_BITS, True, acc_scale, params, attrs)
     return _gemm_output(lw, node, Val(out, acc_scale.copy(), ACC_BITS, True, acc=True))
 
 
@@ -386,6 +403,8 @@ def _matmul(lw: Lowering, node: fx.Node) -> Val:
             attrs["a_eta"] = a.eta
         a_head = np.full(shape_out[:-2] + (1, 1), 2.0 ** log_decode_exp(a.bits, a.sqrt2, a.eta > 0))
     else:
+        if a.twin_m:
+            attrs["a_twin_m"] = a.twin_m
         a_head = np.broadcast_to(a.scale, lw.b.program.tensors[a.name].shape)[..., :1, :1]
     b_head = np.broadcast_to(b_scale, lw.b.program.tensors[b.name].shape)[..., :1, :1]
     acc_scale = np.broadcast_to(a_head * b_head, shape_out).copy()
@@ -418,8 +437,13 @@ def _softmax(lw: Lowering, node: fx.Node) -> Val:
         attrs["sqrt2"] = True
     if site.eta:
         attrs["eta"] = int(site.eta)
+    if site.twin_m:
+        if float(site.scale) != 2.0 ** -(site.bits - 1 + site.twin_m):
+            raise QuantError(f"{m.name}: twin-uniform softmax codes take the fine step 2^-(b - 1 + m)")
+        attrs["twin_m"] = int(site.twin_m)
     out = lw.op("Softmax", m.name, [x.name], site.bits, False, scale, attrs=attrs)
-    return Val(out, scale, site.bits, False, log2=site.log2, sqrt2=site.sqrt2, eta=int(site.eta))
+    return Val(out, scale, site.bits, False, log2=site.log2, sqrt2=site.sqrt2, eta=int(site.eta),
+               twin_m=int(site.twin_m))
 
 
 

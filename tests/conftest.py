@@ -43,6 +43,17 @@ def repq_w4a4(deit_fmnist):
     return quantize_model(deit_fmnist, calib, RepQViT(), default_map(4, 4), name="deit_fmnist")
 
 
+@pytest.fixture(scope="session")
+def ptq4vit_w4a4(deit_fmnist):
+    """deit_fmnist quantized by PTQ4ViT at W4A4 on its default 32 calibration images (seed 0)."""
+    from models.data import calibration_data
+    from quant.build import default_map, quantize_model
+    from quant.methods.ptq4vit import PTQ4ViT
+
+    calib = calibration_data("fmnist", deit_fmnist, PTQ4ViT.calibration_images, seed=0)
+    return quantize_model(deit_fmnist, calib, PTQ4ViT(), default_map(4, 4), name="deit_fmnist")
+
+
 from quant.methods.isvit import ISViT  # noqa: E402
 
 

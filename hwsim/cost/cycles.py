@@ -15,9 +15,11 @@ MODE_INT8 = 0
 MODE_INT4X2 = 1
 MODE_LOG2 = 2
 MODE_LOG_SQRT2 = 3   # log-sqrt(2) codes x int8: a shift, and a shift-add by 181 for odd codes
-MODE_NAMES = {MODE_INT8: "int8", MODE_INT4X2: "int4x2", MODE_LOG2: "log2", MODE_LOG_SQRT2: "log_sqrt2"}
+MODE_TWIN = 4        # twin-uniform codes x int8: the int8 product shifted by m or 0 (the RTL's int8 mode, decode at the edge)
+MODE_NAMES = {MODE_INT8: "int8", MODE_INT4X2: "int4x2", MODE_LOG2: "log2", MODE_LOG_SQRT2: "log_sqrt2",
+              MODE_TWIN: "twin"}
 PACKED_MAX_BITS = 4  # both operands at most this wide run two MACs per PE per cycle (int4x2)
-ALL_MODES = ("int8", "int4x2", "log2", "log_sqrt2")  # the PE's datapaths (rtl/src/mac_pe.v parameters)
+ALL_MODES = ("int8", "int4x2", "log2", "log_sqrt2", "twin")  # the PE's datapaths (rtl/src/mac_pe.v parameters)
 
 
 def log_decoded_bits(code_bits: int, sqrt2: bool = False) -> int:
@@ -34,12 +36,18 @@ def gemm_mode(a_bits: int, b_bits: int, a_log2: bool = False, a_sqrt2: bool = Fa
 
 
 def gemm_schedule(a_bits: int, b_bits: int, a_log2_bits: int = 0, pe_modes: tuple[str, ...] = ALL_MODES,
-                  a_sqrt2: bool = False) -> tuple[int, int]:
+                  a_sqrt2: bool = False, a_twin_m: int = 0) -> tuple[int, int]:
     """(PE mode, passes) for signed operand widths on PEs that have ``pe_modes`` (a model-only extension of the RTL).
 
     A mode the PE lacks falls back to int8; an operand wider than 8 signed bits is split into bytes, so the GEMM runs
     ceil(a/8) * ceil(b/8) passes over the array (partial products shifted into the accumulator). Without the log2 mode
-    a b-bit log code becomes its decoded integer (``log_decoded_bits``)."""
+    a b-bit log code becomes its decoded integer (``log_decoded_bits``). A twin-uniform code (``a_bits`` signed bits,
+    ratio 2^a_twin_m) runs in the twin mode when its magnitude fits the int8 operand, else as its decoded integer of
+    a_bits + a_twin_m signed bits (hwsim.kernels.twin)."""
+    if a_twin_m:
+        if "twin" in pe_modes and a_bits <= 8:
+            return MODE_TWIN, math.ceil(b_bits / 8)
+        a_bits += a_twin_m
     if a_log2_bits:
         if ("log_sqrt2" if a_sqrt2 else "log2") in pe_modes:
             return (MODE_LOG_SQRT2 if a_sqrt2 else MODE_LOG2), math.ceil(b_bits / 8)
@@ -74,9 +82,13 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, mode: int) -> int:
     return len(gemm_tiles(m, n, rows, cols)) * gemm_tile_cycles(k, rows, cols, mode)
 
 
-def softmax_row_cycles(n: int) -> int:
-    """rtl/src/softmax_unit.v: max pass, exponent pass and log2-code pass of n cycles each, plus 1 to finish the row."""
-    return 3 * n + 1
+SOFTMAX_DIVIDE_CYCLES = 31  # rtl/src/softmax_unit.v: floor((2^31 - 1) / S), one quotient bit per cycle (twin codes)
+
+
+def softmax_row_cycles(n: int, divide: bool = False) -> int:
+    """rtl/src/softmax_unit.v: max pass, exponent pass and code pass of n cycles each, plus 1 to finish the row; the
+    twin-uniform code's normalisation factor takes a 31-cycle division between the exponent and code passes."""
+    return 3 * n + 1 + (SOFTMAX_DIVIDE_CYCLES if divide else 0)
 
 
 GELU_PIPELINE_DEPTH = 17  # rtl/src/gelu_unit.v: stage 0 (z, exponential), 16 divider stages, the product's write

@@ -136,6 +136,7 @@ class GemmShape:
     b: TensorSpec
     a_log2_bits: int = 0
     a_sqrt2: bool = False               # the log codes are log-sqrt(2) codes
+    a_twin_m: int = 0                   # A holds twin-uniform codes of ratio 2^m
     a_dram_bytes: int | None = None     # bytes of A as stored (a convolution reads its input, not the im2col rows)
     const_bytes: int = 0                # weights, bias and shifts read from DRAM
     ptf_nonzero: int = 0
@@ -144,9 +145,10 @@ class GemmShape:
 def price_gemm(op: Op, program: Program, ctx: PriceContext, g: GemmShape) -> OpCost:
     hw, arr, mem = ctx.hw, ctx.hw.array, ctx.hw.memory
     out = ctx.out_spec(op, program)
-    a_bits = g.a_log2_bits if g.a_log2_bits else signed_bits(g.a)
+    # a twin code's flag bit is stripped at the array edge: its magnitude is a signed operand of the code's width
+    a_bits = g.a_log2_bits if g.a_log2_bits else (g.a.bits if g.a_twin_m else signed_bits(g.a))
     b_bits = signed_bits(g.b)
-    mode, passes = gemm_schedule(a_bits, b_bits, g.a_log2_bits, arr.pe_modes, g.a_sqrt2)
+    mode, passes = gemm_schedule(a_bits, b_bits, g.a_log2_bits, arr.pe_modes, g.a_sqrt2, g.a_twin_m)
     rows, cols = arr.rows, arr.cols
     row_blocks, col_blocks = math.ceil(g.m / rows), math.ceil(g.n / cols)
     if arr.dataflow == "os":
@@ -205,6 +207,7 @@ def price_linear(op: Op, program: Program, ctx: PriceContext) -> OpCost:
     w = program.tensors[op.params["weight"]]
     shift = program.param(op, "input_shift")
     g = GemmShape(1, int(np.prod(x.shape[:-1])), x.shape[-1], w.shape[0], x, w,
+                  a_twin_m=int(op.attrs.get("a_twin_m", 0)),
                   const_bytes=_const_bytes(op, program, ("weight", "bias", "input_shift")),
                   ptf_nonzero=int((shift != 0).sum()) if shift is not None else 0)
     return price_gemm(op, program, ctx, g)
@@ -223,7 +226,8 @@ def price_matmul(op: Op, program: Program, ctx: PriceContext) -> OpCost:
     a, b = (program.tensors[t] for t in op.inputs)
     n = b.shape[-2] if op.attrs.get("transpose_b", False) else b.shape[-1]
     g = GemmShape(int(np.prod(a.shape[:-2])), a.shape[-2], a.shape[-1], n, a, b,
-                  a_log2_bits=int(op.attrs.get("a_log2_bits", 0)), a_sqrt2=bool(op.attrs.get("a_sqrt2", False)))
+                  a_log2_bits=int(op.attrs.get("a_log2_bits", 0)), a_sqrt2=bool(op.attrs.get("a_sqrt2", False)),
+                  a_twin_m=int(op.attrs.get("a_twin_m", 0)))
     return price_gemm(op, program, ctx, g)
 
 
@@ -268,7 +272,8 @@ def _requant_pj(ctx: PriceContext, elements: int, acc_bits: int = 32) -> float:
 def price_softmax(op: Op, program: Program, ctx: PriceContext) -> OpCost:
     """rtl/src/softmax_unit.v per element: a 16-bit compare (max), a 16-bit subtract, the shift-add log2(e) (two
     16-bit adds, two shifts), the exponent's shift and add, a 32-bit sum add; the log2 code: up to 16 shift-compares
-    of 32 bits (a uniform code: one 32-bit division, 32 add-steps)."""
+    of 32 bits (a uniform code: one 32-bit division, 32 add-steps); a twin-uniform code: per row a 31-step division,
+    per element a 16 x 32 product, two rounding adds and a compare."""
     x = program.tensors[op.inputs[0]]
     rows, n = _rows(x)
     e = ctx.hw.energy
@@ -276,7 +281,10 @@ def price_softmax(op: Op, program: Program, ctx: PriceContext) -> OpCost:
     per += 16 * (e.add(32) + e.shift(32)) if op.attrs.get("log2", False) else 32 * e.add(32)
     if op.attrs.get("sqrt2", False):  # the log-sqrt(2) code compares squares: a 16 x 16 product per element
         per += e.mult(16, 16)
-    compute = math.ceil(rows / ctx.hw.units.softmax) * softmax_row_cycles(n)
+    twin = bool(op.attrs.get("twin_m", 0))
+    if twin:  # replaces the uniform division per element counted above by a per-row one
+        per += e.mult(16, 32) + 3 * e.add(32) - 32 * e.add(32) + 31 * e.add(32) / n
+    compute = math.ceil(rows / ctx.hw.units.softmax) * softmax_row_cycles(n, twin)
     cost = _stream(op, program, ctx, "softmax", compute, n * x.bits / 8)
     out = ctx.out_spec(op, program)
     cost.energy_pj["nonlinear"] = rows * n * per

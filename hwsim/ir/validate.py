@@ -60,6 +60,32 @@ def _check_zero_points(program: Program) -> None:
                                f"{sorted(readers - set(ZERO_POINT_CONSUMERS))}, which ignore zero points")
 
 
+# Twin-uniform codes (hwsim.kernels.twin) mean something only to a GEMM that decodes them with the same ratio: a
+# Softmax or Requant with ``twin_m`` makes them, layout ops move them, and every arithmetic reader must declare the
+# same ``a_twin_m`` on its left operand (and no reader may take a plain code as twin).
+TWIN_PRODUCERS = ("Softmax", "Requant")
+
+
+def _check_twin_codes(program: Program) -> None:
+    twin: dict[str, int] = {}
+    for op in program.ops:
+        if op.kind in LAYOUT_KINDS:
+            moved = {twin.get(t, 0) for t in op.inputs}
+            if len(moved) > 1:
+                raise ProgramError(f"op {op.name!r}: {op.kind} mixes twin-uniform and other codes")
+            for t in op.outputs:
+                twin[t] = moved.pop()
+            continue
+        for i, t in enumerate(op.inputs):
+            expected = int(op.attrs.get("a_twin_m", 0)) if i == 0 else 0
+            if twin.get(t, 0) != expected:
+                raise ProgramError(f"op {op.name!r} ({op.kind}) reads {t!r} with a_twin_m {expected}, but the tensor "
+                                   f"holds {'twin codes of m = ' + str(twin[t]) if twin.get(t) else 'plain codes'}")
+        if op.kind in TWIN_PRODUCERS:
+            for t in op.outputs:
+                twin[t] = int(op.attrs.get("twin_m", 0))
+
+
 def validate(program: Program) -> None:
     """Check structure, order, constants and every op's shapes against the declared tensors."""
     from hwsim.ops import OPS  # registers the op kinds
@@ -104,3 +130,4 @@ def validate(program: Program) -> None:
         if name not in defined:
             raise ProgramError(f"program output {name!r} is never computed")
     _check_zero_points(program)
+    _check_twin_codes(program)

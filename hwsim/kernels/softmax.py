@@ -22,6 +22,12 @@ The log2 codes let attn @ V run as shifts: sum_j V_j << (2^b - 2 - code_j), scal
   SULQ, b bits (I&S-ViT's shift-uniform-log2 quantizer, Zhong et al., 2023, with integer exponents): the log2 code
   of p + eta, eta = eta_num / 2^12 (ETA_FRAC_BITS), i.e. code = log2_code(E_j + round(eta S), S); the value is
   2^-code - eta (the top code: -eta), and attn @ V subtracts eta * sum_j V_j (hwsim.ops.gemm_ops).
+  twin uniform, b bits, ratio 2^m (PTQ4ViT's twin-uniform softmax quantizer, Yuan et al., ECCV 2022; MPTQ-ViT's
+  two-region one): the uniform path's P_j = E_j * floor((2^31 - 1) / S) ~ p 2^31 rounded at two steps,
+        q1 = (P_j + 2^(30 - f)) >> (31 - f),  f = b - 1 + m        (fine step 2^-f)
+        q2 = min((P_j + 2^(30 - g)) >> (31 - g), 2^(b-1) - 1),  g = b - 1   (coarse step 2^-g)
+        code = q1 if q1 < 2^(b-1) else 2^(b-1) + q2      (bit b-1 flags the coarse region; hwsim.kernels.twin)
+  so the decoded integer is q1 or q2 << m at scale 2^-f.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from numba import njit, prange
 from hwsim.kernels.shiftexp import EXP_FRAC_BITS, exp_shift
 
 SOFTMAX_NORM_BITS = 31
-UNIFORM, LOG2, LOG_SQRT2 = 0, 1, 2   # output codes of softmax_int
+UNIFORM, LOG2, LOG_SQRT2, TWIN = 0, 1, 2, 3   # output codes of softmax_int
 LOG_SQRT2_MAX_N = 4096               # row length bound of the log-sqrt(2) squares (int64)
 ETA_FRAC_BITS = 12                   # SULQ's shift eta as a fixed-point fraction eta_num / 2^12
 
@@ -66,9 +72,11 @@ def log_sqrt2_code(e: int, total: int, zero_code: int) -> int:
 
 
 @njit(cache=True, parallel=True)
-def softmax_int(x: np.ndarray, frac_bits: int, out_bits: int, mode: int, out: np.ndarray, eta: int = 0) -> None:
-    """Integer softmax over the last axis of a 2-D int array into ``out``; ``mode`` is UNIFORM, LOG2 or LOG_SQRT2;
-    ``eta`` (LOG2 only) is SULQ's shift as eta / 2^ETA_FRAC_BITS (see module docstring)."""
+def softmax_int(x: np.ndarray, frac_bits: int, out_bits: int, mode: int, out: np.ndarray, eta: int = 0,
+                twin_m: int = 0) -> None:
+    """Integer softmax over the last axis of a 2-D int array into ``out``; ``mode`` is UNIFORM, LOG2, LOG_SQRT2 or
+    TWIN; ``eta`` (LOG2 only) is SULQ's shift as eta / 2^ETA_FRAC_BITS, ``twin_m`` (TWIN) the region ratio's
+    exponent (see module docstring)."""
     rows, n = x.shape
     zero_code = (1 << out_bits) - 1
     for r in prange(rows):
@@ -89,6 +97,17 @@ def softmax_int(x: np.ndarray, frac_bits: int, out_bits: int, mode: int, out: np
         elif mode == LOG_SQRT2:
             for j in range(n):
                 out[r, j] = log_sqrt2_code(exps[j], total, zero_code)
+        elif mode == TWIN:
+            factor = ((np.int64(1) << SOFTMAX_NORM_BITS) - 1) // total
+            region = np.int64(1) << (out_bits - 1)
+            fine, coarse = SOFTMAX_NORM_BITS - (out_bits - 1 + twin_m), SOFTMAX_NORM_BITS - (out_bits - 1)
+            for j in range(n):
+                p = exps[j] * factor
+                q1 = (p + (np.int64(1) << (fine - 1))) >> fine
+                if q1 < region:
+                    out[r, j] = q1
+                else:
+                    out[r, j] = region + min((p + (np.int64(1) << (coarse - 1))) >> coarse, region - 1)
         else:
             factor = ((np.int64(1) << SOFTMAX_NORM_BITS) - 1) // total
             half = np.int64(1) << (SOFTMAX_NORM_BITS - out_bits - 1)

@@ -8,6 +8,9 @@ are log-sqrt(2) codes (RepQ-ViT), the integer 2^(T - ceil(c / 2)) * (128, or 181
 ``a_eta`` they are SULQ codes (I&S-ViT), value 2^-c - eta with eta = a_eta / 2^12: the integer 2^(T - c), T =
 max(2^b - 2, 12), and the product subtracts a_eta 2^(T - 12) sum_k V_kn from every output of column n (a bias of the
 column, computed from V: the GEMM engine's bias adder applies it).
+Linear and MatMul with ``a_twin_m = m`` take twin-uniform codes as their left operand (PTQ4ViT, MPTQ-ViT;
+hwsim.kernels.twin): a signed code c is the integer c (c < 0) or c << m; an unsigned code with bit b-1 set is its
+lower bits << m. The decoded operand must fit int16 (b + m signed bits).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import numpy as np
 from hwsim.ir.schema import Op, Program
 from hwsim.kernels.gemm import PackedB, gemm, pack_b
 from hwsim.kernels.softmax import ETA_FRAC_BITS
+from hwsim.kernels.twin import TWIN_MAX_M, twin_decode
 from hwsim.cost.pricing import price_conv, price_linear, price_matmul
 from hwsim.ops._registry import need, param_shape, register_op
 from hwsim.reference import ops as R
@@ -39,8 +43,33 @@ def check_linear(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> lis
     need(b is None or b == (w[0],), f"bias shape {b}, want ({w[0]},)")
     s = param_shape(op, program, "input_shift", required=False)
     need(s is None or s == (w[1],), f"input_shift shape {s}, want ({w[1]},)")
-    _check_operand_widths(op, program, [op.inputs[0], op.params["weight"]], op.params.get("input_shift"))
+    need(s is None or not op.attrs.get("a_twin_m", 0), "a_twin_m and input_shift do not combine")
+    _check_twin(op, program)
+    _check_operand_widths(op, program, [] if op.attrs.get("a_twin_m", 0) else [op.inputs[0]], op.params.get("input_shift"))
+    _check_operand_widths(op, program, [op.params["weight"]])
     return [x[:-1] + (w[0],)]
+
+
+def _check_twin(op: Op, program: Program) -> None:
+    """A twin-coded left operand decodes to b + m signed bits, which must fit the GEMM's int16 operands."""
+    m = int(op.attrs.get("a_twin_m", 0))
+    if not m:
+        return
+    spec = program.tensors[op.inputs[0]]
+    need(1 <= m <= TWIN_MAX_M, f"a_twin_m {m} outside 1..{TWIN_MAX_M}")
+    need(spec.bits + m <= 16, f"twin codes of {spec.bits} bits with m = {m} decode beyond int16")
+    need(spec.zero_point == 0, "twin-uniform codes carry no zero point")
+
+
+def twin_operand(op: Op, program: Program, x: np.ndarray) -> np.ndarray:
+    """The left operand as the GEMM multiplies it: twin codes decoded (``a_twin_m``), other codes as they are."""
+    m = int(op.attrs.get("a_twin_m", 0))
+    if not m:
+        return x
+    spec = program.tensors[op.inputs[0]]
+    out = np.empty(x.shape, dtype=np.int16)
+    twin_decode(np.ascontiguousarray(x), spec.bits, m, spec.signed, out)
+    return out
 
 
 def _check_operand_widths(op: Op, program: Program, names: list[str], shift: str | None = None) -> None:
@@ -53,8 +82,15 @@ def _check_operand_widths(op: Op, program: Program, names: list[str], shift: str
         need(bits <= 16, f"operand {name!r} needs {bits} signed bits; GEMM operands are limited to int16")
 
 
+def _reference_twin(op: Op, program: Program, x: np.ndarray) -> np.ndarray:
+    if not op.attrs.get("a_twin_m", 0):
+        return x
+    spec = program.tensors[op.inputs[0]]
+    return R.twin_decode(x, spec.bits, int(op.attrs["a_twin_m"]), spec.signed)
+
+
 def reference_linear(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
-    x = args[0]
+    x = _reference_twin(op, program, args[0])
     if "input_shift" in op.params:
         x = x * (np.int64(1) << program.param(op, "input_shift"))
     acc = R.matmul(x, program.param(op, "weight"), program.param(op, "bias"))
@@ -66,7 +102,7 @@ def run_linear(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list
     (x,) = inputs
     w = packed_weight(program, op)
     shift = program.param(op, "input_shift")
-    a = x.reshape(1, -1, x.shape[-1]).astype(np.int16)
+    a = twin_operand(op, program, x).reshape(1, -1, x.shape[-1]).astype(np.int16, copy=False)
     if shift is not None:
         a = a << shift.astype(np.int16)
     out, sat = gemm(a, w, program.param(op, "bias"), _acc_bits(op))
@@ -117,7 +153,10 @@ def run_conv(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[n
 def check_matmul(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
     a, b = shapes
     need(len(a) == len(b) >= 2 and a[:-2] == b[:-2], f"batch dims of {a} and {b} differ")
-    _check_operand_widths(op, program, [] if op.attrs.get("a_log2_bits", 0) else [op.inputs[0]])
+    _check_operand_widths(op, program, [] if op.attrs.get("a_log2_bits", 0) or op.attrs.get("a_twin_m", 0)
+                          else [op.inputs[0]])
+    _check_twin(op, program)
+    need(not (op.attrs.get("a_twin_m", 0) and op.attrs.get("a_log2_bits", 0)), "a_twin_m and a_log2_bits exclude each other")
     need(not op.attrs.get("a_sqrt2", False) or op.attrs.get("a_log2_bits", 0), "a_sqrt2 needs a_log2_bits")
     eta = int(op.attrs.get("a_eta", 0))
     need(eta == 0 or (op.attrs.get("a_log2_bits", 0) and not op.attrs.get("a_sqrt2", False) and 0 < eta < 1 << 16),
@@ -180,7 +219,7 @@ def log_decode_exp(bits: int, sqrt2: bool, sulq: bool = False) -> int:
 
 
 def reference_matmul(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
-    lhs, rhs = args
+    lhs, rhs = _reference_twin(op, program, args[0]), args[1]
     rhs = rhs if op.attrs.get("transpose_b", False) else np.swapaxes(rhs, -1, -2)
     if op.attrs.get("a_eta", 0):
         return R.saturate(R.sulq_matmul(lhs, rhs, int(op.attrs["a_log2_bits"]), int(op.attrs["a_eta"])),
@@ -197,6 +236,7 @@ def run_matmul(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list
     eta = int(op.attrs.get("a_eta", 0))
     if int(op.attrs.get("a_log2_bits", 0)):
         a = log_decode(a, int(op.attrs["a_log2_bits"]), bool(op.attrs.get("a_sqrt2", False)), eta > 0)
+    a = twin_operand(op, program, a)
     # Q.K^T: K [.., N, K] is already the [N, K] operand; attn @ V: V [.., K, N] is packed from its K-major layout.
     panels = pack_b(b.reshape((-1,) + b.shape[-2:]), k_major=not op.attrs.get("transpose_b", False))
     lead = a.shape[:-2]

@@ -6,7 +6,8 @@ import numpy as np
 from hwsim.ir.schema import Op, Program
 from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.layernorm import MEAN_FRAC_BITS, layernorm_int
-from hwsim.kernels.softmax import LOG2, LOG_SQRT2, LOG_SQRT2_MAX_N, UNIFORM, softmax_int
+from hwsim.kernels.softmax import LOG2, LOG_SQRT2, LOG_SQRT2_MAX_N, TWIN, UNIFORM, softmax_int
+from hwsim.kernels.twin import TWIN_MAX_M
 from hwsim.cost.pricing import price_gelu, price_layernorm, price_softmax
 from hwsim.ops._registry import need, out_range, param_shape, register_op
 from hwsim.reference import ops as R
@@ -18,7 +19,9 @@ def _rows(x: np.ndarray) -> np.ndarray:
 
 def softmax_mode(op: Op) -> int:
     """The output codes of a Softmax op: attrs ``log2`` (log codes) and ``sqrt2`` (their base is sqrt(2), half-octave
-    steps; RepQ-ViT's log-sqrt(2) quantizer)."""
+    steps; RepQ-ViT's log-sqrt(2) quantizer) or ``twin_m`` (twin-uniform codes, PTQ4ViT)."""
+    if op.attrs.get("twin_m", 0):
+        return TWIN
     if not op.attrs.get("log2", False):
         return UNIFORM
     return LOG_SQRT2 if op.attrs.get("sqrt2", False) else LOG2
@@ -33,6 +36,9 @@ def check_softmax(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> li
         need(shapes[0][-1] <= LOG_SQRT2_MAX_N, f"log-sqrt(2) softmax rows take at most {LOG_SQRT2_MAX_N} elements")
     eta = int(op.attrs.get("eta", 0))
     need(eta == 0 or (softmax_mode(op) == LOG2 and 0 < eta < 1 << 16), "eta (SULQ) needs log2 codes and 0 < eta < 2^16")
+    twin = int(op.attrs.get("twin_m", 0))
+    need(twin == 0 or (not op.attrs.get("log2", False) and 1 <= twin <= TWIN_MAX_M and 2 <= out.bits <= 16),
+         f"twin_m (twin-uniform codes) takes 1..{TWIN_MAX_M}, uniform codes of 2..16 bits")
     if op.attrs.get("log2", False):
         need(2 <= out.bits <= 4, f"log softmax output takes 2..4 bits, got {out.bits}")
     else:
@@ -42,7 +48,7 @@ def check_softmax(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> li
 
 def reference_softmax(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
     return R.softmax(args[0], int(op.attrs["frac_bits"]), program.tensors[op.outputs[0]].bits, softmax_mode(op),
-                     int(op.attrs.get("eta", 0)))
+                     int(op.attrs.get("eta", 0)), int(op.attrs.get("twin_m", 0)))
 
 
 @register_op("Softmax", check_softmax, reference_softmax, price_softmax)
@@ -50,7 +56,7 @@ def run_softmax(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[lis
     (x,) = inputs
     out = np.empty(x.shape, dtype=np.int32)
     softmax_int(_rows(x), int(op.attrs["frac_bits"]), program.tensors[op.outputs[0]].bits, softmax_mode(op),
-                out.reshape(-1, x.shape[-1]), int(op.attrs.get("eta", 0)))
+                out.reshape(-1, x.shape[-1]), int(op.attrs.get("eta", 0)), int(op.attrs.get("twin_m", 0)))
     return [out], 0
 
 

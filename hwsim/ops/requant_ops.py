@@ -3,6 +3,8 @@
 Rounding and saturation as docs/numerics.md pins them (hwsim.kernels.requant). The output tensor's bits and signedness set
 the saturation bounds, and its zero point z is added after rounding: y = clamp(round(x * 2^-s) + z). The kernels
 clamp to the bounds shifted by -z, and z is added to the clamped codes, which is the same integer.
+With ``twin_m = m`` the output is a sign-region twin-uniform code (PTQ4ViT's post-GELU quantizer,
+hwsim.kernels.twin): x >= 0 is requantized with the shift s + m, x < 0 with s, no zero point.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 
 from hwsim.ir.schema import Op, Program
 from hwsim.kernels.requant import add_aligned, requant_dyadic, requant_shift
+from hwsim.kernels.twin import TWIN_MAX_M, requant_twin
 from hwsim.cost.pricing import price_add, price_requant
 from hwsim.ops._registry import channel_vector, need, out_range, param_shape, per_channel_view, register_op
 from hwsim.reference import ops as R
@@ -27,6 +30,11 @@ def check_requant(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> li
         m = param_shape(op, program, "multiplier")
         need(m == s, f"multiplier shape {m} differs from shift shape {s}")
         need(int(program.constants[op.params["shift"]].min()) >= 1, "dyadic shifts must be >= 1")
+    twin = int(op.attrs.get("twin_m", 0))
+    if twin:
+        out = program.tensors[op.outputs[0]]
+        need(1 <= twin <= TWIN_MAX_M, f"twin_m {twin} outside 1..{TWIN_MAX_M}")
+        need(out.signed and out.zero_point == 0, "twin-uniform codes (twin_m) are signed, without a zero point")
     return [x]
 
 
@@ -35,7 +43,11 @@ def reference_requant(op: Op, program: Program, args: list[np.ndarray]) -> np.nd
     out = program.tensors[op.outputs[0]]
     axis = int(op.attrs.get("axis", -1))
     shift = per_channel_view(program.param(op, "shift"), x, axis)
-    if op.attrs.get("mode", "shift") == "dyadic":
+    dyadic = op.attrs.get("mode", "shift") == "dyadic"
+    if op.attrs.get("twin_m", 0):
+        mult = per_channel_view(program.param(op, "multiplier"), x, axis) if dyadic else None
+        return R.requant_twin(x, mult, shift, int(op.attrs["twin_m"]), out.bits)
+    if dyadic:
         return R.requant_dyadic(x, per_channel_view(program.param(op, "multiplier"), x, axis), shift, out.bits,
                                 out.signed, out.zero_point)
     return R.requant_shift(x, shift, out.bits, out.signed, out.zero_point)
@@ -54,6 +66,8 @@ def run_requant(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[lis
 
 
 def _requant(op: Op, program: Program, x: np.ndarray, axis: int, lo: int, hi: int) -> tuple[np.ndarray, int]:
+    if op.attrs.get("twin_m", 0):
+        return _requant_twin(op, program, x, axis, lo, hi)
     if op.attrs.get("mode", "shift") == "shift" and axis < x.ndim - 1 and x.size:
         # Per-channel shifts on an inner axis (per head, per conv channel): the [outer * C, inner] view has one shift
         # per row (row r is channel r mod C), so the channel axis is never moved to the end and copied.
@@ -70,6 +84,17 @@ def _requant(op: Op, program: Program, x: np.ndarray, axis: int, lo: int, hi: in
         sat = requant_dyadic(flat, channel_vector(program.param(op, "multiplier"), flat.shape[1]), shift, lo, hi, out)
     else:
         sat = requant_shift(flat, shift, lo, hi, out)
+    return np.moveaxis(out.reshape(moved.shape), -1, axis), int(sat)
+
+
+def _requant_twin(op: Op, program: Program, x: np.ndarray, axis: int, lo: int, hi: int) -> tuple[np.ndarray, int]:
+    moved = np.moveaxis(x, axis, -1)
+    flat = np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
+    out = np.empty(flat.shape, dtype=np.int32)
+    shift = channel_vector(program.param(op, "shift"), flat.shape[1])
+    dyadic = op.attrs.get("mode", "shift") == "dyadic"
+    mult = channel_vector(program.param(op, "multiplier"), flat.shape[1]) if dyadic else np.ones(1, np.int64)
+    sat = requant_twin(flat, mult, shift, int(op.attrs["twin_m"]), dyadic, lo, hi, out)
     return np.moveaxis(out.reshape(moved.shape), -1, axis), int(sat)
 
 

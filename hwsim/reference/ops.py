@@ -52,14 +52,24 @@ def _exp_fixed(d: np.ndarray, f: int, F: int = 15) -> np.ndarray:
     return np.where(q > F, 0, ((I64(1) << F) - frac) >> np.minimum(q, F))
 
 
-def softmax(x: np.ndarray, frac_bits: int, out_bits: int, mode: int, eta: int = 0) -> np.ndarray:
-    """``mode`` 0 uniform, 1 log2, 2 log-sqrt(2) codes. A log code counts the rounding thresholds the ratio
+def softmax(x: np.ndarray, frac_bits: int, out_bits: int, mode: int, eta: int = 0, twin_m: int = 0) -> np.ndarray:
+    """``mode`` 0 uniform, 1 log2, 2 log-sqrt(2), 3 twin-uniform codes. A log code counts the rounding thresholds the ratio
     r = S / E passes, r^q >= (181/128) 2^(k-1) for k = 1, 2, ... (q = 1 for log2, q = 2 for log-sqrt(2)): the
     round-in-the-log-domain code with sqrt(2) ~ 181/128, written without a logarithm. ``eta`` (log2): SULQ's
-    E + eta S / 2^12 (rounded half up) in place of E."""
+    E + eta S / 2^12 (rounded half up) in place of E. A twin code counts the half-step thresholds
+    P >= (2j - 1) 2^(30 - f) of the fine step 2^-f, f = b - 1 + m, and of the coarse step 2^-(b-1)."""
     x = np.asarray(x, I64)
     e = _exp_fixed(x - x.max(-1, keepdims=True), frac_bits)
     total = e.sum(-1, keepdims=True)
+    if mode == 3:
+        p = e * ((I64(2**31) - 1) // total)
+        region = 2 ** (out_bits - 1)
+
+        def count(f: int, levels: int) -> np.ndarray:
+            return sum((p >= (2 * j - 1) * 2 ** (30 - f)).astype(I64) for j in range(1, levels + 1))
+
+        fine = count(out_bits - 1 + twin_m, region)
+        return np.where(fine < region, fine, region + count(out_bits - 1, region - 1))
     if mode == 0:
         code = (e * ((I64(2**31) - 1) // total) + (I64(1) << (30 - out_bits))) >> (31 - out_bits)  # round to nearest
         return np.minimum(code, 2**out_bits - 1)
@@ -126,6 +136,26 @@ def sulq_matmul(codes: np.ndarray, v_nk: np.ndarray, code_bits: int, eta: int) -
     value = np.where(codes >= 2**code_bits - 1, 0, np.left_shift(I64(1), np.clip(t - codes, 0, None))) \
         - I64(eta) * 2 ** (t - 12)
     return matmul(value, v_nk)
+
+
+def twin_decode(codes: np.ndarray, bits: int, m: int, signed: bool) -> np.ndarray:
+    """Twin-uniform codes -> their integers at the fine step (hwsim.kernels.twin): ``sign`` codes keep negatives and
+    scale the rest by 2^m; ``flag`` codes scale the magnitude by 2^m where bit b-1 is set."""
+    codes = np.asarray(codes, I64)
+    if signed:
+        return np.where(codes < 0, codes, codes * 2**m)
+    flag, magnitude = np.divmod(codes, 2 ** (bits - 1))
+    return magnitude * (1 + flag * (2**m - 1))
+
+
+def requant_twin(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, m: int, bits: int) -> np.ndarray:
+    """Sign-region twin requantization: the fine grid for x < 0, the 2^m coarser one for x >= 0 (each clamped to its
+    half of the signed b-bit range); ``multiplier`` None means shift mode."""
+    x = np.asarray(x, I64)
+    scaled = x if multiplier is None else x * np.asarray(multiplier, I64)
+    fine = np.maximum(round_shift(scaled, shift), -(2 ** (bits - 1)))
+    coarse = np.minimum(round_shift(scaled, np.asarray(shift, I64) + m), 2 ** (bits - 1) - 1)
+    return np.where(x < 0, np.minimum(fine, 0), np.maximum(coarse, 0))
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int, padding: int) -> np.ndarray:

@@ -1,0 +1,79 @@
+"""Per-GEMM records of the float model on calibration images, aligned row by row: every Linear's input X, output O and
+(optionally) the gradient of the task loss at O; every MatMul's two operands and its product.
+
+The loss is PTQ4ViT's (Yuan et al., ECCV 2022): cross-entropy against the float model's own prediction (a pseudo
+label), whose squared output gradients stand for the Hessian diagonal of the layer output (the Fisher
+approximation), so a layer-output error is weighted by how much it moves the prediction. The methods that search a
+scale by a layer's output error (quant.methods.ptq4vit, quant.methods.mptq) read these records; the fake-quant graph
+runs in float mode while recording, so they are the float model's tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from quant.sites import QuantGraph
+
+
+@dataclass
+class LinearRecord:
+    x: torch.Tensor                  # [rows, in]
+    out: torch.Tensor                # [rows, out] (bias included)
+    grad2: torch.Tensor | None       # [rows, out] squared gradients of the loss at the output
+
+
+@dataclass
+class MatMulRecord:
+    a: torch.Tensor                  # [B, H, M, K]
+    b: torch.Tensor                  # [B, H, K, N]
+    out: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.out = self.a @ self.b
+
+
+def record_gemms(qg: QuantGraph, images: torch.Tensor, grads: bool = True,
+                 max_rows: int = 4096, seed: int = 0) -> tuple[dict[str, LinearRecord], dict[str, MatMulRecord]]:
+    """Records of every Linear and MatMul of ``qg`` on ``images`` (one batch; at most ``max_rows`` Linear rows, the
+    same random rows for X, O and the gradients)."""
+    linears: dict[str, list] = {}
+    operands: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, g in qg.gemms.items():
+        if g.kind == "linear":
+            def keep(module, args, out, name=name):
+                if out.requires_grad:
+                    out.retain_grad()
+                linears[name] = [args[0].detach(), out]
+            hooks.append(g.module.register_forward_hook(keep))
+        elif g.kind == "matmul":
+            for site in g.inputs:
+                def grab(module, args, out, key=site.name):
+                    operands[key] = args[0].detach()
+                hooks.append(site.register_forward_hook(grab))
+    qg.set_mode("float")
+    try:
+        with torch.enable_grad():
+            logits = qg(images.float())
+            if grads:
+                F.cross_entropy(logits, logits.detach().argmax(-1)).backward()
+    finally:
+        for h in hooks:
+            h.remove()
+        qg.zero_grad(set_to_none=True)
+    gen = torch.Generator().manual_seed(seed)
+    lin = {}
+    for name, (x, out) in linears.items():
+        rows_x = x.reshape(-1, x.shape[-1]).double()
+        rows_o = out.detach().reshape(-1, out.shape[-1]).double()
+        g2 = out.grad.reshape(-1, out.shape[-1]).double() ** 2 if grads and out.grad is not None else None
+        if len(rows_x) > max_rows:
+            pick = torch.randperm(len(rows_x), generator=gen)[:max_rows]
+            rows_x, rows_o = rows_x[pick], rows_o[pick]
+            g2 = None if g2 is None else g2[pick]
+        lin[name] = LinearRecord(rows_x, rows_o, g2)
+    mm = {name: MatMulRecord(operands[g.inputs[0].name].double(), operands[g.inputs[1].name].double())
+          for name, g in qg.gemms.items() if g.kind == "matmul"}
+    return lin, mm
