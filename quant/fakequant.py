@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.layernorm import NORM_BITS, layernorm_int
 from hwsim.kernels.softmax import ETA_FRAC_BITS, LOG2, LOG_SQRT2, TWIN, UNIFORM, softmax_int
+from hwsim.kernels.twin import twin_decode
 from quant.parts import QuantError, qrange
 from quant.quantizer import log2_codes, log2_values
 
@@ -372,13 +373,11 @@ class QuantSoftmax(_Nonlinear):
         out = np.empty(rows.shape, dtype=np.int64)
         mode = (LOG_SQRT2 if site_out.sqrt2 else LOG2) if site_out.log2 else (TWIN if site_out.twin_m else UNIFORM)
         softmax_int(rows, -int(site_in.exps()), site_out.bits, mode, out, site_out.eta, site_out.twin_m)
+        if site_out.twin_m:  # the integers the MatMul multiplies (hwsim's decode), at the fine step
+            twin_decode(out, site_out.bits, site_out.twin_m, False, out)
         out = torch.from_numpy(out.reshape(codes.shape))
         if site_out.log2:
             values = log2_values(out, site_out.bits, site_out.sqrt2) - site_out.eta / 2.0 ** ETA_FRAC_BITS
-        elif site_out.twin_m:
-            half = 2 ** (site_out.bits - 1)
-            decoded = torch.where(out >= half, (out - half) * 2**site_out.twin_m, out)
-            values = decoded.double() * site_out.current_scale().detach()
         else:
             values = out.double() * site_out.current_scale().detach()
         return self._straight_through(y, values)

@@ -29,7 +29,7 @@ from quant.fakequant import twin_quant
 from quant.layer_records import LinearRecord, MatMulRecord, record_gemms
 from quant.methods.base import Method
 from quant.observers import Observer
-from quant.parts import absmax_scale, fake_quant, qrange
+from quant.parts import absmax_scale, fake_quant
 from quant.quantizer import Quantizer
 
 CALIBRATION_IMAGES = 32
@@ -104,9 +104,8 @@ class PTQ4ViT(Method):
         lo, hi = float(rec.x.min()), float(rec.x.max())
         if twin:
             half = 2 ** (site.bits - 1)
-            a_options = [(s, gelu_twin_m(s, max(-lo, 1e-8), site.bits)) for s in candidates(
-                torch.tensor(max(hi, 1e-8) / (half - 1)))]
-            a_options = [(s / 2.0 ** m, m) for s, m in a_options]
+            coarse = candidates(torch.tensor(max(hi, 1e-8) / (half - 1)))
+            a_options = [(s / 2.0**m, m) for s in coarse for m in [gelu_twin_m(s, max(-lo, 1e-8), site.bits)]]
         else:
             a_options = [(s, 0) for s in candidates(absmax_scale(torch.tensor(max(-lo, hi)), site.bits, site.signed))]
         for _ in range(ROUNDS):
