@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwsim.cost.cycles import gemm_mode
+from hwsim.cost.cycles import MODE_TWIN, gemm_mode
 from hwsim.ir.schema import Op, Program
 from hwsim.ops.gemm_ops import eta_correction
 
@@ -34,6 +34,8 @@ class GemmJob:
     qmax: int
     acc: np.ndarray      # hwsim: [M, N] accumulator incl. bias
     out: np.ndarray      # hwsim: [M, N] requantized
+    twin_m: int = 0      # A holds twin-uniform codes of ratio 2^twin_m (decoded at the array edge)
+    twin_signed: bool = False  # sign codes (post-GELU), else flag codes (post-softmax)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -125,8 +127,12 @@ def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image
             else:
                 shift, qmin, qmax = _requant_params(program, rq, n, None)
             a_bits, b_bits = program.tensors[op.inputs[0]].bits, program.tensors[op.params["weight"]].bits
-            jobs.append(GemmJob(names[kind], x, w, bias, shift, ptf, gemm_mode(a_bits, b_bits), a_bits, b_bits, qmin, qmax,
-                                acc_all.reshape(x.shape[0], n), out_all.reshape(x.shape[0], n)))
+            twin_m, twin_signed = _twin_operand(program, op)
+            if twin_m and np.any(ptf):
+                raise RtlUnsupported(f"{op.name}: twin codes and PTF shifts share the PE's product shifter")
+            jobs.append(GemmJob(names[kind], x, w, bias, shift, ptf, MODE_TWIN if twin_m else gemm_mode(a_bits, b_bits),
+                                a_bits, b_bits, qmin, qmax, acc_all.reshape(x.shape[0], n),
+                                out_all.reshape(x.shape[0], n), twin_m, twin_signed))
             continue
         lhs, rhs = trace[op.inputs[0]][image], trace[op.inputs[1]][image]
         log2 = int(op.attrs.get("a_log2_bits", 0)) > 0
@@ -137,6 +143,8 @@ def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image
                                  f"{op.attrs['a_log2_bits']}-bit ones")
         a_bits = program.tensors[op.inputs[0]].bits
         b_bits = program.tensors[op.inputs[1]].bits
+        twin_m, twin_signed = _twin_operand(program, op)
+        mode = MODE_TWIN if twin_m else gemm_mode(a_bits, b_bits, log2, sqrt2)
         heads = lhs.shape[-3] if lhs.ndim >= 3 else 1
         windows = lhs.reshape(-1, *lhs.shape[-2:]).shape[0] // heads   # leading axes: [windows,] heads
         lhs, rhs = lhs.reshape(-1, *lhs.shape[-2:]), rhs.reshape(-1, *rhs.shape[-2:])
@@ -152,10 +160,19 @@ def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image
             # SULQ's -eta * sum_k V per column is the column's bias on the array (hwsim computes it from V)
             bias = -eta_correction(rhs[i], eta, int(op.attrs["a_log2_bits"]), bool(op.attrs.get("transpose_b", False)))[0] \
                 if eta else np.zeros(b.shape[0], np.int64)
-            jobs.append(GemmJob(name, lhs[i], np.ascontiguousarray(b), bias,
-                                shift, np.zeros(lhs.shape[-1], np.int64), gemm_mode(a_bits, b_bits, log2, sqrt2), a_bits,
-                                b_bits, qmin, qmax, acc_all[i], out_i))
+            jobs.append(GemmJob(name, lhs[i], np.ascontiguousarray(b), bias, shift, np.zeros(lhs.shape[-1], np.int64),
+                                mode, a_bits, b_bits, qmin, qmax, acc_all[i], out_i, twin_m, twin_signed))
     return jobs
+
+
+def _twin_operand(program: Program, op: Op) -> tuple[int, bool]:
+    """(m, signed) of a twin-coded left operand (0, False otherwise); the array's edge decode takes codes of at most
+    8 bits."""
+    m = int(op.attrs.get("a_twin_m", 0))
+    spec = program.tensors[op.inputs[0]]
+    if m and spec.bits > 8:
+        raise RtlUnsupported(f"{op.name}: {spec.bits}-bit twin codes; the array's edge decode takes at most 8 bits")
+    return m, bool(m and spec.signed)
 
 
 @dataclass
@@ -166,19 +183,23 @@ class SoftmaxJob:
     codes: np.ndarray    # hwsim: [rows, n] log2 (or log-sqrt(2)) codes
     sqrt2: bool = False  # log-sqrt(2) codes (RepQ-ViT)
     eta: int = 0         # SULQ's eta / 2^12 (I&S-ViT)
+    twin_m: int = 0      # twin-uniform codes of ratio 2^twin_m (PTQ4ViT)
+    bits: int = 4        # code width
 
 
 def softmax_job(program: Program, trace: dict[str, np.ndarray], block: int, image: int = 0) -> SoftmaxJob:
-    """The attention softmax of block ``block`` (all heads' rows) with hwsim's log codes."""
+    """The attention softmax of block ``block`` (all heads' rows) with hwsim's log or twin-uniform codes."""
     op = program.op(f"{block_prefix(program, block)}.attn.softmax")
     out = program.tensors[op.outputs[0]]
-    if not op.attrs.get("log2", False) or out.bits != 4:
-        raise RtlUnsupported(f"{op.name}: the RTL softmax unit produces 4-bit log2 or log-sqrt(2) codes; this program's "
-                             f"softmax is {'log' if op.attrs.get('log2') else 'uniform'} {out.bits}-bit")
+    twin_m = int(op.attrs.get("twin_m", 0))
+    if not ((op.attrs.get("log2", False) and out.bits == 4) or (twin_m and 2 <= out.bits <= 8)):
+        raise RtlUnsupported(f"{op.name}: the RTL softmax unit produces 4-bit log2 or log-sqrt(2) codes or twin-uniform "
+                             f"codes of up to 8 bits; this program's softmax is "
+                             f"{'log' if op.attrs.get('log2') else 'twin' if twin_m else 'uniform'} {out.bits}-bit")
     x = trace[op.inputs[0]][image]
     return SoftmaxJob(op.name, x.reshape(-1, x.shape[-1]), int(op.attrs["frac_bits"]),
                       trace[op.outputs[0]][image].reshape(-1, x.shape[-1]), bool(op.attrs.get("sqrt2", False)),
-                      int(op.attrs.get("eta", 0)))
+                      int(op.attrs.get("eta", 0)), twin_m, out.bits)
 
 
 @dataclass

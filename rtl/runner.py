@@ -118,7 +118,8 @@ def run_gemm_jobs(jobs: list[GemmJob], sim: str = "verilator", rows: int = 8, co
     for i, job in enumerate(jobs):
         path = run_dir / f"job{i}.npz"
         np.savez(path, a=job.a, b=job.b, bias=job.bias, shift=job.shift, ptf=job.ptf, acc=job.acc, out=job.out)
-        manifest["jobs"].append({"name": job.name, "npz": str(path), "mode": job.mode, "qmin": job.qmin, "qmax": job.qmax})
+        manifest["jobs"].append({"name": job.name, "npz": str(path), "mode": job.mode, "qmin": job.qmin, "qmax": job.qmax,
+                                 "twin_m": job.twin_m, "twin_signed": job.twin_signed, "a_bits": job.a_bits})
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     try:
         _run_test(runner, run_dir / "results.json", test_module="rtl.tb_gemm", hdl_toplevel="gemm_engine",
@@ -141,7 +142,7 @@ def run_pe_vectors(sim: str = "verilator", n_random: int = 100_000, seed: int = 
     """Run constrained-random + exhaustive vectors through mac_pe and shift_requant; returns mismatch counts."""
     from rtl.vectors import pe_vectors, requant_vectors
 
-    pe = pe_vectors(n_random, seed)
+    pe = pe_vectors(n_random, seed, acc_w=acc_w)
     rq = requant_vectors(n_random, seed, out_w, acc_w)
     count = max(len(pe.a), len(rq.x))
     params = {"ACC_W": acc_w, "OUT_W": out_w, "ADDR_W": max(12, math.ceil(math.log2(count + 4)))}
@@ -149,7 +150,7 @@ def run_pe_vectors(sim: str = "verilator", n_random: int = 100_000, seed: int = 
     run_dir = build_dir / f"run_{os.getpid()}_{time.time_ns()}"
     run_dir.mkdir(parents=True)
     np.savez(run_dir / "vectors.npz", a=pe.a, b=pe.b, sh=pe.sh, mode=pe.mode, expected=pe.expected, x=rq.x, bias=rq.bias,
-             shift=rq.shift, qmin=rq.qmin, qmax=rq.qmax, acc=rq.acc, y=rq.y)
+             shift=rq.shift, qmin=rq.qmin, qmax=rq.qmax, acc=rq.acc, y=rq.y, twin_m=rq.twin_m)
     manifest = {"npz": str(run_dir / "vectors.npz"), "results": str(run_dir / "results.json")}
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     try:
@@ -187,7 +188,8 @@ def run_softmax_job(job, sim: str = "verilator", build_root: Path | None = None,
     """Run real attention rows through softmax_unit; returns bit_exact and cycles (RTL and model)."""
     params = {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1))), "N_MAX": _pow2_at_least(job.x.shape[1], 6)}
     return _run_unit("softmax_unit", params, sim, "rtl.tb_softmax", {"x": job.x, "codes": job.codes},
-                     {"name": job.name, "frac_bits": job.frac_bits, "sqrt2": bool(job.sqrt2), "eta": int(job.eta)},
+                     {"name": job.name, "frac_bits": job.frac_bits, "sqrt2": bool(job.sqrt2), "eta": int(job.eta),
+                      "twin_m": int(job.twin_m), "bits": int(job.bits)},
                      build_root, seed)
 
 

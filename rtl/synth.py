@@ -3,7 +3,7 @@
 Area is measured from synthesis of the RTL configurations, not guessed: ``synth_cells`` returns the total number of
 cells yosys maps the module to, and ``synth_report`` the per-type breakdown. ``python -m rtl.synth --write``
 regenerates the area table the cost model reads (hwsim/configs/area.yaml): cells of the PE for every set of operand
-modes, of the column requantizer and of each nonlinear unit (synthesized with 16-entry buffers, so the figure is
+modes (the twin-uniform codes' 4-bit product shift included or not), of the column requantizer and of each nonlinear unit (synthesized with 16-entry buffers, so the figure is
 the datapath), and their area in um^2 from the cell-type factors below.
 
 Cells -> um^2: each yosys generic cell is priced as the X1 cell of the NanGate 45 nm open cell library that
@@ -50,13 +50,19 @@ def synth_cells(top: str, params: dict[str, int] | None = None) -> int:
 CONFIGS = (("mac_pe", {}), ("shift_requant", {}), ("systolic_array", {"R": 2, "C": 2}), ("systolic_array", {"R": 4, "C": 4}))
 AREA_TABLE = Path(__file__).resolve().parent.parent / "hwsim" / "configs" / "area.yaml"
 UM2 = {"not": 0.532, "gate": 0.798, "xor": 1.596, "mux": 1.862, "ff": 4.522}
-PE_VARIANTS = {"int8": {"INT4X2": 0, "LOG2": 0, "LOG_SQRT2": 0}, "int8+log2": {"INT4X2": 0, "LOG2": 1, "LOG_SQRT2": 0},
-               "int8+int4x2": {"INT4X2": 1, "LOG2": 0, "LOG_SQRT2": 0},
-               "int8+int4x2+log2": {"INT4X2": 1, "LOG2": 1, "LOG_SQRT2": 0},
-               "int8+int4x2+log2+log_sqrt2": {"INT4X2": 1, "LOG2": 1, "LOG_SQRT2": 1}}
+PE_VARIANTS = {"int8": {"INT4X2": 0, "LOG2": 0, "LOG_SQRT2": 0, "TWIN": 0},
+               "int8+log2": {"INT4X2": 0, "LOG2": 1, "LOG_SQRT2": 0, "TWIN": 0},
+               "int8+int4x2": {"INT4X2": 1, "LOG2": 0, "LOG_SQRT2": 0, "TWIN": 0},
+               "int8+int4x2+log2": {"INT4X2": 1, "LOG2": 1, "LOG_SQRT2": 0, "TWIN": 0},
+               "int8+int4x2+log2+log_sqrt2": {"INT4X2": 1, "LOG2": 1, "LOG_SQRT2": 1, "TWIN": 0},
+               "int8+twin": {"INT4X2": 0, "LOG2": 0, "LOG_SQRT2": 0, "TWIN": 1},
+               "int8+int4x2+log2+twin": {"INT4X2": 1, "LOG2": 1, "LOG_SQRT2": 0, "TWIN": 1},
+               "int8+int4x2+log2+log_sqrt2+twin": {"INT4X2": 1, "LOG2": 1, "LOG_SQRT2": 1, "TWIN": 1}}
 UNITS = {"requant": ("shift_requant", {}),
-         "softmax": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 0, "SULQ": 0}),
-         "softmax+sqrt2": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 1, "SULQ": 0}),
+         "softmax": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 0, "SULQ": 0, "TWIN": 0}),
+         "softmax+sqrt2": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 1, "SULQ": 0, "TWIN": 0}),
+         "softmax+twin": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 0, "SULQ": 0, "TWIN": 1}),
+         "softmax+sqrt2+twin": ("softmax_unit", {"ADDR_W": 4, "N_MAX": 16, "SQRT2": 1, "SULQ": 0, "TWIN": 1}),
          "layernorm": ("layernorm_unit", {"ADDR_W": 4, "C_MAX": 16}), "gelu": ("gelu_unit", {"ADDR_W": 4})}
 
 

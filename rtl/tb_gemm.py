@@ -18,7 +18,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
-from hwsim.cost.cycles import gemm_tile_cycles, gemm_tiles
+from hwsim.cost.cycles import MODE_INT8, MODE_TWIN, gemm_tile_cycles, gemm_tiles
 
 
 def write_hex(path: Path, values: np.ndarray, bits: int) -> None:
@@ -72,8 +72,13 @@ class GemmTB:
         write_hex(Path("shift.hex"), data["shift"], 8)
         write_hex(Path("ptf.hex"), data["ptf"], 2)
         d = self.dut
-        d.mode.value, d.m_total.value, d.n_total.value, d.k_total.value = job["mode"], m, n, k
+        twin = job["mode"] == MODE_TWIN  # the engine's int8 mode with the edge decode (rtl/src/gemm_engine.v)
+        d.mode.value = MODE_INT8 if twin else job["mode"]
+        d.m_total.value, d.n_total.value, d.k_total.value = m, n, k
         d.qmin.value, d.qmax.value = job["qmin"], job["qmax"]
+        d.twin_m.value = job.get("twin_m", 0) if twin else 0
+        d.twin_sign.value, d.twin_bits.value = int(job.get("twin_signed", False)), job.get("a_bits", 8) & 15
+        d.out_twin_m.value = 0
         await self.pulse("load")
 
     async def run_layer(self) -> None:

@@ -33,7 +33,7 @@ async def pe_and_requant_match_hwsim(dut) -> None:
     pad = lambda v: np.concatenate([v, np.zeros(count - len(v), np.int64)])  # noqa: E731
     _pack_hex(Path("pe_vec.hex"), [(pad(data["a"]), 8), (pad(data["b"]), 8), (pad(data["sh"]), 4), (pad(data["mode"]), 2)])
     _pack_hex(Path("rq_vec.hex"), [(pad(data["x"]), acc_w), (pad(data["bias"]), acc_w), (pad(data["shift"]), 8),
-                                   (pad(data["qmin"]), out_w), (pad(data["qmax"]), out_w)])
+                                   (pad(data["qmin"]), out_w), (pad(data["qmax"]), out_w), (pad(data["twin_m"]), 4)])
     dut.count.value = count
     await load_run_dump(dut, run_signal="start")
     n_groups, n_rq = len(data["expected"]), len(data["x"])

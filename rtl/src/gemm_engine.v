@@ -9,6 +9,11 @@
 // meets reduction step k at cycle k + i + j), then R + 1 requant cycles: each latches one tile row of accumulators
 // into the C column shifters and writes the row latched the cycle before:
 // and 1 done cycle:  cycles = K_steps + 2R + C + 1,  K_steps = ceil(K / 2) in mode 1 (two int4 MACs per PE), else K.
+// Twin-uniform A codes (PTQ4ViT, MPTQ-ViT; hwsim.kernels.twin) run in mode 0 with `twin_m` = m > 0: the feeder decodes
+// each code's region at the array's west edge into a magnitude and the PE's product shift (m or 0), in place of the
+// PTF shift: flag codes (`twin_sign` 0, `twin_bits`-bit unsigned: the top bit flags the coarse region, and is cleared)
+// or sign codes (`twin_sign` 1: c >= 0 is coarse). Same cycles as int8. `out_twin_m` > 0 makes the column
+// requantizers emit sign-region twin codes (rtl/src/shift_requant.v).
 module gemm_engine #(
     parameter integer R = 8,
     parameter integer C = 8,
@@ -28,6 +33,10 @@ module gemm_engine #(
     input  wire [15:0]             n0,
     input  wire signed [OUT_W-1:0] qmin,
     input  wire signed [OUT_W-1:0] qmax,
+    input  wire [3:0]              twin_m,
+    input  wire                    twin_sign,
+    input  wire [3:0]              twin_bits,
+    input  wire [3:0]              out_twin_m,
     input  wire                    wr_en,
     input  wire [2:0]              wr_sel,   // 0 A, 1 B, 2 bias, 3 shift, 4 ptf
     input  wire [ADDR_W-1:0]       wr_addr,
@@ -117,6 +126,18 @@ module gemm_engine #(
             for (j = 0; j < C; j = j + 1) b_base[j] <= ({16'd0, next_n0} + j) * k32;
         end
     end
+    // Twin decode of an A code at the west edge: (magnitude, product shift).
+    function [A_W+3:0] twin_edge;
+        input [A_W-1:0] code;
+        reg [A_W-1:0] flag_bit;
+        reg coarse;
+        begin
+            flag_bit = {{(A_W-1){1'b0}}, 1'b1} << (twin_bits - 4'd1);
+            coarse = twin_sign ? !code[A_W-1] : ((code & flag_bit) != {A_W{1'b0}});
+            twin_edge = {coarse ? twin_m : 4'd0, twin_sign ? code : (code & ~flag_bit)};
+        end
+    endfunction
+    wire twin = twin_m != 4'd0;
     always @(posedge clk) begin : feeder
         for (i = 0; i < R; i = i + 1) begin
             if (feeding && nt >= i && nt - i < k_steps && {16'd0, tm0} + i < {16'd0, m_total}) begin
@@ -125,6 +146,8 @@ module gemm_engine #(
                     a_rows[i*A_W+4 +: 4] <= (2 * (nt - i) + 1 < k32) ? a_mem[a_base[i] + 2 * (nt - i) + 1][3:0] : 4'd0;
                     sh_rows[i*4 +: 2] <= ptf_mem[2 * (nt - i)];
                     sh_rows[i*4+2 +: 2] <= (2 * (nt - i) + 1 < k32) ? ptf_mem[2 * (nt - i) + 1] : 2'd0;
+                end else if (twin) begin
+                    {sh_rows[i*4 +: 4], a_rows[i*A_W +: A_W]} <= twin_edge(a_mem[a_base[i] + (nt - i)]);
                 end else begin
                     a_rows[i*A_W +: A_W] <= a_mem[a_base[i] + (nt - i)];
                     sh_rows[i*4 +: 4] <= {2'b00, ptf_mem[nt - i]};
@@ -180,7 +203,7 @@ module gemm_engine #(
         for (g = 0; g < C; g = g + 1) begin : g_requant
             shift_requant #(.ACC_W(ACC_W), .OUT_W(OUT_W)) rq (
                 .x(row_acc[g*ACC_W +: ACC_W]), .bias(bias_r[g]), .shift(shift_r[g]), .qmin(qmin), .qmax(qmax),
-                .acc(acc_col[g*ACC_W +: ACC_W]), .y(y_col[g*OUT_W +: OUT_W]));
+                .twin_m(out_twin_m), .acc(acc_col[g*ACC_W +: ACC_W]), .y(y_col[g*OUT_W +: OUT_W]));
         end
     endgenerate
 

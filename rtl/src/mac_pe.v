@@ -1,6 +1,7 @@
 // Multi-precision MAC processing element, output-stationary (P^2-ViT, Shi et al., IEEE TVLSI 2024: PoT multiply-
 // accumulate with shifts). Per clock, when en:
-//   mode 0 (int8):   acc += (a * b) << sh[1:0]
+//   mode 0 (int8):   acc += (a * b) << sh[1:0]; with TWIN, << sh[3:0] (a twin-uniform code's magnitude times
+//                    2^m or 1, PTQ4ViT / MPTQ-ViT: the engine decodes the region at the array edge into a and sh)
 //   mode 1 (2xint4): acc += (a[3:0] * b[3:0]) << sh[1:0] + (a[7:4] * b[7:4]) << sh[3:2]   (two MACs per cycle)
 //   mode 2 (log2):   acc += code > LOG_TOP ? 0 : b << (LOG_TOP - code), code = a[3:0]      (log2 softmax x V)
 //   mode 3 (log-sqrt2): acc += code > LOG_TOP ? 0 : (b * (code odd ? 181 : 128)) << (LOG_TOP / 2 - ceil(code / 2))
@@ -14,7 +15,8 @@ module mac_pe #(
     parameter integer LOG_TOP = 14,
     parameter integer INT4X2 = 1,  // the PE has the packed 2 x int4 mode (area: two 4 x 4 multipliers)
     parameter integer LOG2 = 1,    // the PE has the log2 mode (area: a barrel shifter); a missing mode adds nothing
-    parameter integer LOG_SQRT2 = 1  // the PE has the log-sqrt2 mode (area: four adders and a second shifter)
+    parameter integer LOG_SQRT2 = 1, // the PE has the log-sqrt2 mode (area: four adders and a second shifter)
+    parameter integer TWIN = 1       // the int8 product shifter takes 0..15 (twin codes), else 0..3 (PTF only)
 ) (
     input  wire                    clk,
     input  wire                    clear,
@@ -56,7 +58,7 @@ module mac_pe #(
             2'd3: if (LOG_SQRT2 != 0) product = (code > LOG_TOP[3:0]) ? {ACC_W{1'b0}} : (b_mant <<< sqrt2_shift);
             default: begin
                 p_full = a_in * b_in;
-                product = {{(ACC_W-P_W){p_full[P_W-1]}}, p_full} <<< sh_in[1:0];
+                product = {{(ACC_W-P_W){p_full[P_W-1]}}, p_full} <<< (TWIN != 0 ? sh_in : {2'b00, sh_in[1:0]});
             end
         endcase
     end

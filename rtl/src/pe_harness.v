@@ -1,7 +1,7 @@
 // Vector harness for mac_pe and shift_requant: runs `count` vectors (a multiple of 4) from buffers after `start`.
 // PE vectors come in groups of 4: a clear cycle, 4 accumulate cycles, then the accumulator is stored, so each group
 // checks a 4-term sum. Requant vectors stream one per cycle alongside. Buffers load from pe_vec.hex
-// ({mode, sh, b, a} per word) and rq_vec.hex ({qmax, qmin, shift, bias, x}) on `load`; results go to pe_acc.hex and
+// ({mode, sh, b, a} per word) and rq_vec.hex ({twin_m, qmax, qmin, shift, bias, x}) on `load`; results go to pe_acc.hex and
 // rq_out.hex ({acc, y}) on `dump` (simulation only).
 module pe_harness #(
     parameter integer ACC_W = 32,
@@ -17,7 +17,7 @@ module pe_harness #(
     output reg               done
 );
     localparam integer DEPTH = 1 << ADDR_W;
-    localparam integer RQ_W = 2 * ACC_W + 8 + 2 * OUT_W;
+    localparam integer RQ_W = 2 * ACC_W + 8 + 2 * OUT_W + 4;
     reg [21:0]            pe_vec [0:DEPTH-1];
     reg [RQ_W-1:0]        rq_vec [0:DEPTH-1];
     reg [ACC_W-1:0]       pe_acc [0:DEPTH-1];
@@ -55,7 +55,8 @@ module pe_harness #(
     wire signed [OUT_W-1:0] rq_y;
     shift_requant #(.ACC_W(ACC_W), .OUT_W(OUT_W)) requant (
         .x(rq[ACC_W-1:0]), .bias(rq[2*ACC_W-1:ACC_W]), .shift(rq[2*ACC_W+7:2*ACC_W]),
-        .qmin(rq[2*ACC_W+8+OUT_W-1:2*ACC_W+8]), .qmax(rq[RQ_W-1:2*ACC_W+8+OUT_W]), .acc(rq_acc), .y(rq_y));
+        .qmin(rq[2*ACC_W+8+OUT_W-1:2*ACC_W+8]), .qmax(rq[RQ_W-5:2*ACC_W+8+OUT_W]), .twin_m(rq[RQ_W-1:RQ_W-4]),
+        .acc(rq_acc), .y(rq_y));
 
     always @(posedge clk) begin : run
         done <= 1'b0;

@@ -10,6 +10,10 @@
 //                      with `sqrt2` the same on E_j^2 and S^2 (round(log_sqrt2(S / E_j)), half-octave codes);
 //                      with `eta` on min(E_j + ((eta S + 2^11) >> 12), S) (SULQ: log2 of p + eta)
 //   1 cycle to finish the row:  cycles per row = 3n + 1 (hwsim.cost.cycles.softmax_row_cycles).
+// With `twin_m` = m > 0 the codes are PTQ4ViT's twin-uniform ones (`bits` wide, hwsim.kernels.softmax mode TWIN): a
+// restoring divider takes 31 cycles between passes 2 and 3 for D = floor((2^31 - 1) / S), one quotient bit per cycle,
+// and pass 3 rounds P_j = E_j D at the fine step 2^-(b-1+m) (q1) and the coarse step 2^-(b-1) (q2):
+//   code = q1 < 2^(b-1) ? q1 : 2^(b-1) + min(q2, 2^(b-1) - 1);   cycles per row = 3n + 1 + 31.
 // `run` processes `rows` rows of x.hex (row-major, n per row) back to back; codes go to out.hex, per-row cycle
 // counts to rows.hex on `dump`.
 // Host port: host_we writes host_wdata to the input buffer at host_addr and host_rdata reads the output buffer
@@ -19,7 +23,9 @@ module softmax_unit #(
     parameter integer ADDR_W = 14,
     parameter integer N_MAX = 1024,
     parameter integer SQRT2 = 1,    // the unit has the log-sqrt(2) code (area: a 32 x 32 squarer, 16 x 16 per element)
-    parameter integer SULQ = 1      // the unit has SULQ's eta shift (area: a 16 x 32 product per row, a wide compare)
+    parameter integer SULQ = 1,     // the unit has SULQ's eta shift (area: a 16 x 32 product per row, a wide compare)
+    parameter integer TWIN = 1,     // the unit has twin-uniform codes (area: a 31-step divider, a 16 x 31 product, 8-bit codes)
+    localparam integer C_W = (TWIN != 0) ? 8 : 4  // code width
 ) (
     input  wire              clk,
     input  wire              rst,
@@ -31,19 +37,21 @@ module softmax_unit #(
     input  wire [4:0]        frac,
     input  wire              sqrt2,
     input  wire [15:0]       eta,
+    input  wire [3:0]        twin_m,
+    input  wire [3:0]        bits,
     input  wire              host_we,
     input  wire [ADDR_W-1:0] host_addr,
     input  wire [X_W-1:0]    host_wdata,
-    output wire [3:0]        host_rdata,
+    output wire [C_W-1:0]    host_rdata,
     output reg               done
 );
     localparam integer F = 15;
-    localparam [1:0] S_IDLE = 2'd0, S_MAX = 2'd1, S_EXP = 2'd2, S_LOG = 2'd3;
+    localparam [2:0] S_IDLE = 3'd0, S_MAX = 3'd1, S_EXP = 3'd2, S_LOG = 3'd3, S_DIV = 3'd4;
     localparam integer DEPTH = 1 << ADDR_W;
     localparam integer E_AW = $clog2(N_MAX);
 
     reg [X_W-1:0] x_mem   [0:DEPTH-1];
-    reg [3:0]     out_mem [0:DEPTH-1];
+    reg [C_W-1:0] out_mem [0:DEPTH-1];
     reg [31:0]    row_mem [0:DEPTH-1];
     reg [F:0]     e_mem   [0:N_MAX-1];
 
@@ -125,7 +133,7 @@ module softmax_unit #(
         end
     endfunction
 
-    reg [1:0] state;
+    reg [2:0] state;
     reg [31:0] j, row;  // 32-bit so buffers may exceed 2^16 entries
     reg [ADDR_W-1:0] base;
     wire [31:0] n32 = {16'd0, n};
@@ -137,11 +145,32 @@ module softmax_unit #(
     shift_exp #(.D_W(X_W + 2)) exp_j (.d({{2{x_j[X_W-1]}}, x_j} - {{2{m[X_W-1]}}, m}), .f(frac), .e(e_j));
 
     wire [F:0] e_row = e_mem[j[E_AW-1:0]];
-    reg [3:0] code_j;
+    reg [C_W-1:0] code_j;
     wire [3:0] code_log2 = log_code(sum, e_row);
     wire [3:0] code_sqrt2;
     wire [3:0] code_sulq;
+    wire [7:0] code_twin;
+    wire use_twin = (TWIN != 0) && twin_m != 4'd0;
+    reg [30:0] quot;   // floor((2^31 - 1) / S) once the divider has run
+    reg [31:0] rem;
+    reg [4:0]  dstep;
+    wire [32:0] rem_try = {rem, 1'b1};  // the dividend 2^31 - 1 brings down a 1 at every step
+    wire [32:0] s33 = {1'b0, sum[31:0]};
+    wire take = rem_try >= s33;
+    wire [31:0] rem_left = take ? rem_try[31:0] - sum[31:0] : rem_try[31:0];  // < S: 32 bits suffice
     generate
+        if (TWIN != 0) begin : with_twin
+            wire [47:0] p_tw = {32'd0, e_row} * {17'd0, quot};            // E_j D <= 2^31 - 1
+            wire [4:0] fine_sh = 5'd31 - ({1'b0, bits} - 5'd1 + {1'b0, twin_m});
+            wire [4:0] coarse_sh = 5'd31 - ({1'b0, bits} - 5'd1);
+            wire [47:0] q1 = (p_tw + (48'd1 << (fine_sh - 5'd1))) >> fine_sh;
+            wire [47:0] q2 = (p_tw + (48'd1 << (coarse_sh - 5'd1))) >> coarse_sh;
+            wire [47:0] region = 48'd1 << (bits - 4'd1);
+            wire [7:0] q2_cap = (q2 > region - 48'd1) ? region[7:0] - 8'd1 : q2[7:0];
+            assign code_twin = (q1 < region) ? q1[7:0] : region[7:0] + q2_cap;
+        end else begin : no_twin
+            assign code_twin = 8'd0;
+        end
         if (SQRT2 != 0) begin : with_sqrt2
             wire [31:0] e_ext = {{(31-F){1'b0}}, e_row};
             wire [31:0] e_sq = e_ext * e_ext;                               // E_j^2 < 2^32
@@ -160,9 +189,11 @@ module softmax_unit #(
         end
     endgenerate
     always @(*) begin : pick_code
-        if (SQRT2 != 0 && sqrt2) code_j = code_sqrt2;
-        else if (SULQ != 0 && eta != 16'd0) code_j = code_sulq;
-        else code_j = code_log2;
+        code_j = {C_W{1'b0}};
+        if (use_twin) code_j = code_twin[C_W-1:0];
+        else if (SQRT2 != 0 && sqrt2) code_j[3:0] = code_sqrt2;
+        else if (SULQ != 0 && eta != 16'd0) code_j[3:0] = code_sulq;
+        else code_j[3:0] = code_log2;
     end
     always @(posedge clk) begin : control
         done <= 1'b0;
@@ -193,8 +224,17 @@ module softmax_unit #(
                     sum <= sum + {{(39-F){1'b0}}, e_j};
                     if (j == n32 - 1) begin
                         j <= 32'd0;
-                        state <= S_LOG;
+                        rem <= 32'd0;
+                        dstep <= 5'd0;
+                        state <= use_twin ? S_DIV : S_LOG;
                     end else j <= j + 1;
+                end
+                S_DIV: begin
+                    cycles <= cycles + 1;
+                    rem <= rem_left;
+                    quot <= {quot[29:0], take};
+                    dstep <= dstep + 5'd1;
+                    if (dstep == 5'd30) state <= S_LOG;
                 end
                 default: begin  // S_LOG, then the row's last cycle
                     cycles <= cycles + 1;

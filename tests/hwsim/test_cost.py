@@ -151,6 +151,8 @@ def test_area_follows_the_array_and_the_pe_modes():
     lean = area_um2(load_hardware("16x16", {"array.pe_modes": ["int8"]}))
     assert wide["array"] == pytest.approx(2 * base["array"]) and wide["requant"] == pytest.approx(2 * base["requant"])
     assert lean["array"] < base["array"] and lean["softmax"] == base["softmax"]
+    twin = area_um2(load_hardware("16x16", {"array.pe_modes": ["int8", "int4x2", "log2", "twin"]}))
+    assert twin["array"] > base["array"] and twin["softmax"] > base["softmax"]  # product shifter; the divider
     assert base["total"] == pytest.approx(sum(v for k, v in base.items() if k != "total"))
 
 

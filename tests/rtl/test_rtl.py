@@ -40,8 +40,8 @@ def test_pe_and_requantizer_vectors(sim, acc_w, out_w, tmp_path):
 def test_pe_and_requantizer_vectors_full_count(sim, tmp_path):
     res = run_pe_vectors(sim, n_random=100_000, seed=11, build_root=tmp_path)
     # 100 000 random + every int4x2 nibble pair (65 536) + int4 in int8 mode (256) + every log2 and every log-sqrt(2)
-    # code x int8 (2 x 4 096)
-    assert res["pe_vectors"] == 173_984 and res["pe_mismatches"] == 0 and res["requant_mismatches"] == 0
+    # code x int8 (2 x 4 096) + every 4-bit sign code x m 1..12 and every 8-bit one x m 1..8, times 6 int8 operands
+    assert res["pe_vectors"] == 187_424 and res["pe_mismatches"] == 0 and res["requant_mismatches"] == 0
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
@@ -196,6 +196,58 @@ def test_sulq_attention_runs_bit_exact_on_the_softmax_unit_and_the_array(sim, is
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("bits,m", [(4, 3), (8, 1), (6, 10)])
+def test_softmax_unit_twin_codes_on_random_rows_cover_both_regions(sim, bits, m):
+    """PTQ4ViT's twin-uniform softmax codes: the divider and the two rounding steps bit-exact on rows that reach
+    every fine code, the coarse region and its saturation; cycles 3n + 1 + 31 per row."""
+    from hwsim.kernels.softmax import TWIN, softmax_int
+    from rtl.layers import SoftmaxJob
+    from rtl.runner import run_softmax_job
+
+    rng = np.random.default_rng(9)
+    x = rng.integers(-3000, 3000, (64, 53)).astype(np.int64)
+    x[:8] = rng.integers(-20, 20, (8, 53))   # near-uniform rows: the fine region
+    x[8:16, 5] = 6000                         # one dominant logit: the top coarse code
+    x[16:32] = rng.integers(-900, 900, (16, 53))
+    codes = np.empty_like(x)
+    softmax_int(x, 8, bits, TWIN, codes, 0, m)
+    half = 1 << (bits - 1)
+    assert set(range(min(half, 8))) <= set(np.unique(codes)) and codes.max() == 2 * half - 1
+    r = run_softmax_job(SoftmaxJob("random-twin", x, 8, codes, twin_m=m, bits=bits), sim)
+    assert r["bit_exact"] and r["cycles_equal_per_row"], r
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_ptq4vit_twin_codes_run_bit_exact_on_the_softmax_unit_and_the_array(sim, ptq4vit_w4a4, fmnist_test):
+    """PTQ4ViT's block 0 on real data: twin-uniform softmax codes from the softmax unit; attn @ V (flag codes) and fc2
+    (post-GELU sign codes) on a 16x16 array with the edge decode; bit-exact, cycles equal to the cost model with the
+    PE's twin mode (PTQ4ViT's scales are floats: checked up to the accumulators)."""
+    from hwsim.cost.cycles import MODE_TWIN
+    from rtl.layers import softmax_job
+    from rtl.runner import run_softmax_job
+
+    program = ptq4vit_w4a4.export()
+    trace = run(program, quantize_input(program, fmnist_test[0][:1]), trace=True).trace
+    job = softmax_job(program, trace, 0)
+    assert job.twin_m > 0 and job.codes.max() >= 1 << (job.bits - 1)  # the coarse region is used
+    r = run_softmax_job(job, sim)
+    assert r["bit_exact"] and r["cycles_equal_per_row"], r
+    one_unit = load_hardware(None, {"units.softmax": 1})
+    assert r["rtl_cycles"] == next(o for o in cost(program, one_unit).ops if o.name == job.name).compute_cycles
+    jobs = block_jobs(program, trace, 0, kinds=("matmul_av", "fc2"), dyadic_accumulators=True)
+    assert all(j.mode == MODE_TWIN for j in jobs) and {j.twin_signed for j in jobs} == {False, True}
+    fc2 = next(j for j in jobs if j.name.endswith("fc2"))
+    assert fc2.a.min() < 0 < fc2.a.max()  # both regions of the sign code
+    results = run_gemm_jobs(jobs, sim, 16, 16)
+    assert all(r["bit_exact"] and r["cycles_equal_per_tile"] for r in results), results
+    modes = {"array.pe_modes": ["int8", "int4x2", "log2", "twin"]}
+    priced = {o.name: o for o in cost(program, with_array(load_hardware(None, modes), 16, 16)).ops}
+    for name in ("blocks.0.attn.matmul_av", "blocks.0.mlp.fc2"):
+        assert priced[name].mode == "twin"
+        assert sum(r["rtl_cycles"] for r in results if r["name"].startswith(name)) == priced[name].compute_cycles
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
 def test_layernorm_unit_on_random_rows(sim):
     from hwsim.kernels.layernorm import layernorm_int
     from rtl.layers import LayerNormJob
@@ -238,4 +290,12 @@ def test_area_table_matches_synthesis_of_every_pe_variant():
     cells = [table["pe"][m]["cells"] for m in ("int8", "int8+log2", "int8+int4x2", "int8+int4x2+log2",
                                                  "int8+int4x2+log2+log_sqrt2")]
     assert cells == sorted(cells) and len(set(cells)) == 5  # every operand mode costs area
-    assert table["units"]["softmax+sqrt2"]["cells"] > table["units"]["softmax"]["cells"]
+    # the twin codes' 4-bit product shift costs area on the plain int8 PE; where a log mode's barrel shifter is
+    # already there, synthesis absorbs it (within 1 %)
+    assert table["pe"]["int8+twin"]["cells"] > table["pe"]["int8"]["cells"]
+    for modes in ("int8+int4x2+log2", "int8+int4x2+log2+log_sqrt2"):
+        assert abs(table["pe"][modes + "+twin"]["cells"] / table["pe"][modes]["cells"] - 1) < 0.01, modes
+    units = table["units"]
+    assert units["softmax+sqrt2"]["cells"] > units["softmax"]["cells"]
+    assert units["softmax+twin"]["cells"] > units["softmax"]["cells"]  # the divider
+    assert units["softmax+sqrt2+twin"]["cells"] > units["softmax+sqrt2"]["cells"]
