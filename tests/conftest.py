@@ -108,3 +108,14 @@ def int_input(program, n: int = 4, seed: int = 0) -> np.ndarray:
     spec = program.spec(program.inputs[0])
     rng = np.random.default_rng(seed)
     return rng.integers(spec.qmin, spec.qmax + 1, (n,) + spec.shape).astype(np.int32)
+
+
+@pytest.fixture(scope="session")
+def mptq_w4a4(deit_fmnist):
+    """deit_fmnist quantized by MPTQ-ViT (SQ-b + OPT-m) at W4A4 on its default 32 calibration images (seed 0)."""
+    from models.data import calibration_data
+    from quant.build import default_map, quantize_model
+    from quant.methods.mptq import MPTQViT
+
+    calib = calibration_data("fmnist", deit_fmnist, MPTQViT.calibration_images, seed=0)
+    return quantize_model(deit_fmnist, calib, MPTQViT(), default_map(4, 4), name="deit_fmnist")

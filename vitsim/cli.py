@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 # The PTQ methods (quant.methods.METHODS), listed here so that `vitsim --help` does not import torch;
 # tests/vitsim/test_cli.py checks that the two lists agree.
-METHOD_NAMES = ["minmax", "ptq4vit", "repq", "p2vit", "isvit", "pfcr"]
+METHOD_NAMES = ["minmax", "ptq4vit", "repq", "p2vit", "mptq", "isvit", "pfcr"]
 # Each method's default calibration set (quant.methods: Method.calibration_images), checked against it by the same test.
-METHOD_CALIBRATION = {"minmax": 256, "ptq4vit": 32, "repq": 32, "p2vit": 256, "isvit": 1024, "pfcr": 256}
+METHOD_CALIBRATION = {"minmax": 256, "ptq4vit": 32, "repq": 32, "p2vit": 256, "mptq": 32, "isvit": 1024, "pfcr": 256}
 
 
 def _calib(args: argparse.Namespace) -> int:

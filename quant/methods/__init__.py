@@ -4,13 +4,15 @@ from __future__ import annotations
 from quant.methods.base import Method
 from quant.methods.isvit import ISViT
 from quant.methods.minmax import MinMax
+from quant.methods.mptq import MPTQViT
 from quant.methods.p2vit import P2ViT
 from quant.methods.pfcr import PFCR
 from quant.methods.ptq4vit import PTQ4ViT
 from quant.methods.repq import RepQViT
 from quant.parts import QuantError
 
-METHODS: dict[str, type[Method]] = {"minmax": MinMax, "ptq4vit": PTQ4ViT, "repq": RepQViT, "p2vit": P2ViT, "isvit": ISViT, "pfcr": PFCR}
+METHODS: dict[str, type[Method]] = {"minmax": MinMax, "ptq4vit": PTQ4ViT, "repq": RepQViT, "p2vit": P2ViT, "mptq": MPTQViT,
+                                  "isvit": ISViT, "pfcr": PFCR}
 
 
 def get_method(name: str) -> Method:

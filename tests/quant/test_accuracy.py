@@ -14,7 +14,7 @@ from hwsim.executor import predict
 
 SUBSET = 1000
 FLOOR = {("p2vit", 8, 8): 0.905, ("p2vit", 4, 4): 0.89, ("minmax", 8, 8): 0.905, ("repq", 4, 4): 0.895,
-         ("ptq4vit", 4, 4): 0.89}
+         ("ptq4vit", 4, 4): 0.89, ("mptq", 4, 4): 0.89}
 
 
 def _top1(program, fmnist_test) -> float:
@@ -54,3 +54,7 @@ def test_a_wrong_scale_everywhere_breaks_the_floor(p2vit_models, fmnist_test):
 
 def test_ptq4vit_w4a4_integer_top1_floor(ptq4vit_w4a4, fmnist_test):
     assert _top1(ptq4vit_w4a4.export(), fmnist_test) >= FLOOR[("ptq4vit", 4, 4)]
+
+
+def test_mptq_w4a4_integer_top1_floor(mptq_w4a4, fmnist_test):
+    assert _top1(mptq_w4a4.export(), fmnist_test) >= FLOOR[("mptq", 4, 4)]

@@ -53,7 +53,7 @@ def test_timm_architecture_is_bit_exact(name):
     _check(net, name, torch.from_numpy(random_images(net, 2, seed=0)), random_images(net, 2, seed=5), "p2vit", TIMM[name])
 
 
-@pytest.mark.parametrize("method", ["p2vit", "minmax", "ptq4vit", "repq", "isvit-sulq"])
+@pytest.mark.parametrize("method", ["p2vit", "minmax", "ptq4vit", "mptq", "repq", "isvit-sulq"])
 def test_swin_fmnist_is_bit_exact(method, fmnist_test):
     torch.manual_seed(0)
     net = create_model("swin_fmnist", pretrained=False)
