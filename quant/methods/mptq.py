@@ -34,9 +34,9 @@ import torch
 
 from quant.graph.capture import Captured
 from quant.graph.norm_linear import channel_ranges, fold_channel_affine, norm_linear_pairs
+from quant.fakequant import twin_quant
 from quant.layer_records import LinearRecord
 from quant.methods.ptq4vit import PTQ4ViT, _weighted_error, max_twin_m
-from quant.fakequant import twin_quant
 from quant.parts import fake_quant
 
 SMOOTH_ALPHA = 0.5
@@ -89,10 +89,10 @@ class MPTQViT(PTQ4ViT):
         coarse = site.scale * 2.0 ** site.twin_m
         best = (float("inf"), site.scale, site.twin_m)
         for m in range(1, max_twin_m(site.bits) + 1):
-            for c in COARSE_RATIOS * coarse:
-                xq = twin_quant(rec.x, c / 2.0 ** m, site.bits, m, True)
+            for fine in COARSE_RATIOS * coarse / 2.0 ** m:
+                xq = twin_quant(rec.x, fine, site.bits, m, True)
                 err = float(_weighted_error(xq @ w_hat.t() + bias, rec.out, rec.grad2).sum())
                 if err < best[0]:
-                    best = (err, c / 2.0 ** m, m)
+                    best = (err, fine, m)
         site.set_format(best[1].reshape(()), zero_point=0, signed=True)
         site.twin_m = best[2]
