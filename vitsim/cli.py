@@ -171,7 +171,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     methods = args.methods or METHOD_NAMES
     rows = build_table(args.models, methods, args.bits or list(DEFAULT_BITS), args.out, args.limit, fresh=args.fresh,
-                       progress=not args.json)
+                       progress=not args.json, results_file=args.results)
     table = markdown(rows)
     Path(args.out, "table.md").write_text(table)
     if args.readme:
@@ -296,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=None, help="default: every method")
     p.add_argument("--bits", nargs="+", default=None, help="W/A settings (default: W3A3 W4A4 W6A6 W4A8)")
     p.add_argument("--limit", type=_positive, default=None, help="test images (default: all 10 000)")
-    p.add_argument("--out", default="out/table", help="folder: results.jsonl (resumable), table.md, programs/")
+    p.add_argument("--out", default="out/table", help="folder: table.md, programs/ and (default) results.jsonl")
+    p.add_argument("--results", default=None,
+                   help="the resumable JSON-lines rows (default: OUT/results.jsonl; make table keeps them in bench/results/)")
     p.add_argument("--readme", default=None, help="also replace the marked table section of this file (README.md)")
     p.add_argument("--fresh", action="store_true", help="recompute rows already in results.jsonl")
     p.add_argument("--json", action="store_true")

@@ -2,13 +2,18 @@
 
 Each row is ``vitsim quantize`` (vitsim.pipelines.quantize) with the method's default calibration set: fp32, fake-quant
 and integer top-1, their agreement, the calibration images and the wall time of quantization (calibration, scale
-choice, learning, export; evaluation excluded). Rows are appended to ``results.jsonl`` in the output folder as they
-finish, and a re-run of the same command skips the rows already there, so a long table survives an interruption.
+choice, learning, export; evaluation excluded). Rows are appended to a JSON-lines results file (``results.jsonl`` in
+the output folder unless one is named) as they finish, and a re-run of the same command skips the rows already there,
+so a long table survives an interruption and, with the results file kept in the repository (``make table``), goes on
+on another machine. A row carries the method's fingerprint (a hash of the source files of the method's class and its
+parent methods): a row measured before a method changed is measured again, never shown as the new method's.
 The markdown goes to ``table.md``, and with ``readme`` replaces the part of that file between the markers
 ``<!-- vitsim table: begin -->`` and ``<!-- vitsim table: end -->``.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import re
 import sys
@@ -28,7 +33,19 @@ def parse_bits(text: str) -> tuple[int, int]:
 
 
 def _key(row: dict[str, Any]) -> tuple:
-    return (row["model"], row["method"], row["wbits"], row["abits"], row["calib"], row.get("limit"))
+    return (row["model"], row["method"], row["wbits"], row["abits"], row["calib"], row.get("limit"),
+            row.get("fingerprint"))
+
+
+def method_fingerprint(method: object) -> str:
+    """12 hex digits of SHA-256 over the source of every file in ``quant.methods`` that defines the method's class or
+    one of its parents: what a change to the method's choices or defaults touches."""
+    files = sorted({inspect.getsourcefile(c) for c in type(method).__mro__
+                    if c.__module__.startswith("quant.methods.")})
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _load_done(path: Path) -> dict[tuple, dict[str, Any]]:
@@ -42,8 +59,10 @@ def _load_done(path: Path) -> dict[tuple, dict[str, Any]]:
 
 
 def build_table(models: list[str], methods: list[str], bits: list[str], out_dir: str, limit: int | None = None,
-                calib: dict[str, int] | None = None, fresh: bool = False, progress: bool = True) -> list[dict[str, Any]]:
-    """Run (or read back) every row; returns them in table order (model, bits, method)."""
+                calib: dict[str, int] | None = None, fresh: bool = False, progress: bool = True,
+                results_file: str | None = None) -> list[dict[str, Any]]:
+    """Run (or read back) every row; returns them in table order (model, bits, method). Rows go to ``results_file``
+    (default ``out_dir/results.jsonl``), programs to ``out_dir/programs``."""
     from quant.methods import METHODS, get_method
     from vitsim.pipelines import make_recipe, quantize
 
@@ -52,7 +71,8 @@ def build_table(models: list[str], methods: list[str], bits: list[str], out_dir:
         raise ValueError(f"unknown methods {unknown}; known: {sorted(METHODS)}")
     out = Path(out_dir)
     (out / "programs").mkdir(parents=True, exist_ok=True)
-    results = out / "results.jsonl"
+    results = Path(results_file) if results_file else out / "results.jsonl"
+    results.parent.mkdir(parents=True, exist_ok=True)
     if fresh and results.exists():
         results.unlink()
     done = _load_done(results)
@@ -61,8 +81,10 @@ def build_table(models: list[str], methods: list[str], bits: list[str], out_dir:
         for text in bits:
             w, a = parse_bits(text)
             for method in methods:
-                n_calib = (calib or {}).get(method, get_method(method).calibration_images)
-                key = (model, method, w, a, n_calib, limit)
+                instance = get_method(method)
+                n_calib = (calib or {}).get(method, instance.calibration_images)
+                fingerprint = method_fingerprint(instance)
+                key = (model, method, w, a, n_calib, limit, fingerprint)
                 if key in done:
                     rows.append({**done[key], "cached": True})
                     continue
@@ -73,7 +95,7 @@ def build_table(models: list[str], methods: list[str], bits: list[str], out_dir:
                 r = quantize(recipe, str(out / "programs" / f"{model}_{method}_w{w}a{a}.vitp"), limit, progress=False)
                 row = {k: r[k] for k in ("model", "method", "wbits", "abits", "calib", "n", "fp32_top1", "quant_top1",
                                          "int_top1", "agreement", "quantize_s")}
-                row["limit"] = limit
+                row["limit"], row["fingerprint"] = limit, fingerprint
                 with results.open("a") as f:
                     f.write(json.dumps(row, sort_keys=True) + "\n")
                 if progress:

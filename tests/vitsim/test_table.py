@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from vitsim.table import BEGIN, END, build_table, markdown, parse_bits, write_readme
+from quant.methods.isvit import ISViT
+from quant.methods.minmax import MinMax
+from quant.methods.repq import RepQViT
+from vitsim.table import BEGIN, END, build_table, markdown, method_fingerprint, parse_bits, write_readme
 
 
 def test_rows_are_measured_then_read_back_on_a_rerun(tmp_path):
@@ -48,3 +51,30 @@ def test_bad_arguments_are_clear(tmp_path):
         parse_bits("4/4")
     with pytest.raises(ValueError, match="unknown methods"):
         build_table(["deit_fmnist"], ["bogus"], ["W8A8"], str(tmp_path), progress=False)
+
+
+def test_a_row_of_a_changed_method_is_measured_again(tmp_path):
+    """Rows carry the method's fingerprint: a row measured before the method's source changed is not reused."""
+    stale = {"model": "deit_fmnist", "method": "minmax", "wbits": 8, "abits": 8, "calib": 256, "limit": 20, "n": 20,
+             "fp32_top1": 1.0, "quant_top1": 1.0, "int_top1": 1.0, "agreement": 1.0, "quantize_s": 1.0,
+             "fingerprint": "000000000000"}
+    results = tmp_path / "elsewhere" / "rows.jsonl"
+    results.parent.mkdir()
+    results.write_text(json.dumps(stale) + "\n")
+    rows = build_table(["deit_fmnist"], ["minmax"], ["W8A8"], str(tmp_path), limit=20, progress=False,
+                       results_file=str(results))
+    assert not rows[0]["cached"]
+    assert rows[0]["fingerprint"] == method_fingerprint(MinMax())
+    assert len(results.read_text().splitlines()) == 2 and not (tmp_path / "results.jsonl").exists()
+
+
+def test_the_fingerprint_covers_the_parent_methods_files():
+    """I&S-ViT builds on RepQ-ViT's quantizers: a change to repq.py must change I&S-ViT's fingerprint too."""
+    import hashlib
+    from pathlib import Path
+
+    import quant.methods.isvit as isvit
+
+    own = hashlib.sha256(Path(isvit.__file__).read_bytes()).hexdigest()[:12]
+    assert method_fingerprint(ISViT()) != own
+    assert method_fingerprint(ISViT()) != method_fingerprint(RepQViT()) != method_fingerprint(MinMax())
