@@ -54,6 +54,21 @@ def pot_candidates(base: torch.Tensor) -> torch.Tensor:
     return torch.stack([floor + d for d in POT_WINDOW])
 
 
+def head_scales(rows: torch.Tensor, candidates: torch.Tensor, bits: int,
+                partner: torch.Tensor | None = None) -> torch.Tensor:
+    """Per head, the candidate scale of least error for a MatMul operand: ``rows`` [n, heads, k] of the operand,
+    ``candidates`` [c, heads] scales. With the other operand's rows ``partner`` (Q.K^T), the error is that of the
+    logits, ||(q - Q(q)) k^T||^2 = sum dq G dq^T through the partner's Gram matrix G (P^2-ViT's output MSE); without,
+    the operand's own quantization MSE."""
+    x = rows.double()
+    gram = None if partner is None else torch.einsum("rhd,rhe->hde", partner.double(), partner.double())
+    errors = []
+    for c in candidates.double():
+        dq = fake_quant(x, c[None, :, None], bits, True) - x
+        errors.append(torch.einsum("rhd,hde,rhe->h", dq, gram, dq) if gram is not None else (dq ** 2).sum((0, 2)))
+    return candidates.double().gather(0, torch.stack(errors).argmin(0)[None])[0]
+
+
 def quant_error(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | int, bits: int, signed: bool,
                 consumer: torch.Tensor | None = None) -> torch.Tensor:
     """Summed squared error of quantizing ``x`` [rows, in]: of x itself, or of the product x @ consumer.T."""

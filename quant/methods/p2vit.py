@@ -29,7 +29,7 @@ from quant.graph.norm_linear import channel_ranges, fold_channel_affine, norm_li
 from quant.methods.base import Method
 from quant.observers import Observer
 from quant.parts import absmax_scale, fake_quant
-from quant.quantizer import Quantizer, pot_candidates, quant_error
+from quant.quantizer import Quantizer, head_scales, pot_candidates, quant_error
 
 SMOOTH_ALPHA_ATTENTION = 0.35
 SMOOTH_ALPHA_OTHER = 0.35
@@ -82,17 +82,8 @@ class P2ViT(Method):
     def per_head_scales(self, absmax: torch.Tensor, rows: torch.Tensor, bits: int,
                         partner: torch.Tensor | None = None) -> torch.Tensor:
         """Per head; for q and k by the MSE of the logits Q(q).k^T (resp. q.Q(k)^T), else by own MSE."""
-        base = absmax_scale(absmax, bits, True)
-        cands = pot_candidates(base)  # [window, heads]
-        x = rows.double()
-        gram = None
-        if partner is not None and self.logit_mse:
-            gram = torch.einsum("rhd,rhe->hde", partner.double(), partner.double())  # ||dq k^T||^2 = sum dq G dq^T
-        errors = []
-        for c in cands:
-            dq = fake_quant(x, torch.exp2(c.double())[None, :, None], bits, True) - x
-            errors.append(torch.einsum("rhd,hde,rhe->h", dq, gram, dq) if gram is not None else (dq ** 2).sum((0, 2)))
-        return torch.exp2(cands.gather(0, torch.stack(errors).argmin(0)[None])[0].double())
+        cands = torch.exp2(pot_candidates(absmax_scale(absmax, bits, True)).double())  # [window, heads]
+        return head_scales(rows, cands, bits, partner if self.logit_mse else None)
 
     def ptf_scale(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> torch.Tensor:
         """PTF: layer-wise 2^e, then per channel 2^(e - 3 + k), k in 0..3 by per-channel MSE; e is chosen among the

@@ -39,6 +39,20 @@ CALIBRATION_IMAGES = 32
 LOG_SQRT2_MAX_BITS = 4
 
 
+@torch.no_grad()
+def reparameterise_post_layernorm(captured: Captured, calib: torch.Tensor) -> None:
+    """Channel-wise to layer-wise (module docstring): every LayerNorm -> Linear pair gets the common per-channel
+    range, folded into the LayerNorm and the Linear; the float model is unchanged."""
+    pairs = norm_linear_pairs(captured)
+    ranges = channel_ranges(captured, [p.norm for p in pairs], calib)
+    for pair in pairs:
+        lo, hi = ranges[pair.norm].lo, ranges[pair.norm].hi
+        width = (hi - lo).clamp(min=1e-8)
+        r = width / width.mean()
+        common_min = width.mean() * (lo / width).mean()
+        fold_channel_affine(captured, pair, r, common_min - lo / r)
+
+
 class RepQViT(Method):
     name = "repq"
     softmax_log2_bits = LOG_SQRT2_MAX_BITS
@@ -48,17 +62,8 @@ class RepQViT(Method):
     def softmax_code_bits(self, abits: int) -> int | None:
         return min(abits, LOG_SQRT2_MAX_BITS)
 
-    @torch.no_grad()
     def prepare(self, captured: Captured, calib: torch.Tensor) -> None:
-        """Channel-wise to layer-wise: every LayerNorm -> Linear pair gets the common per-channel range."""
-        pairs = norm_linear_pairs(captured)
-        ranges = channel_ranges(captured, [p.norm for p in pairs], calib)
-        for pair in pairs:
-            lo, hi = ranges[pair.norm].lo, ranges[pair.norm].hi
-            width = (hi - lo).clamp(min=1e-8)
-            r = width / width.mean()
-            common_min = width.mean() * (lo / width).mean()
-            fold_channel_affine(captured, pair, r, common_min - lo / r)
+        reparameterise_post_layernorm(captured, calib)
 
     def weight_scale(self, weight: torch.Tensor, inputs: torch.Tensor | None, bits: int) -> torch.Tensor:
         return Quantizer(f"Int{bits}WeightPerChannelFloat", observer="mse").fit(weight, inputs=inputs).scale

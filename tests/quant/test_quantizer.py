@@ -10,7 +10,7 @@ import torch
 from hwsim.kernels.softmax import log2_code
 from quant.observers import Observer
 from quant.parts import QuantError, fake_quant
-from quant.quantizer import FLOAT_RATIOS, POT_WINDOW, Quantizer, log2_codes, log2_values
+from quant.quantizer import FLOAT_RATIOS, POT_WINDOW, Quantizer, head_scales, log2_codes, log2_values
 
 
 def test_symmetric_float_per_channel_weight_by_hand():
@@ -153,3 +153,31 @@ def test_bad_use_is_a_clear_error():
         Quantizer("Int4WeightPerTensorPoT", "mse").fit(torch.ones(3, 2), inputs=torch.ones(5, 2))
     with pytest.raises(QuantError, match="bits"):
         Quantizer("Int1ActPerTensorPoT")
+
+
+# head_scales: the per-head step search of MatMul operands (P^2-ViT's logit error)
+def test_head_steps_ignore_what_the_partner_never_reads():
+    """q's dimension 0 holds rare large values; when k is zero there the logits never see them, so the logit error
+    picks the step that suits the other dimensions (small), while q's own MSE must also cover dimension 0."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(512, 1, 8, generator=g, dtype=torch.float64) * 0.1
+    q[::64, 0, 0] = 4.0
+    k = torch.randn(512, 1, 8, generator=g, dtype=torch.float64)
+    k[:, :, 0] = 0.0
+    absmax = q.abs().amax((0, 2))
+    candidates = torch.linspace(0.02, 1.0, 50, dtype=torch.float64)[:, None] * (absmax / 3)[None]
+    own = head_scales(q, candidates, 3)
+    logits = head_scales(q, candidates, 3, partner=k)
+    assert float(logits) < 0.25 * float(own)
+    # a partner that reads every dimension the same way chooses what the own MSE chooses
+    assert float(head_scales(q, candidates, 3, partner=torch.ones_like(k))) > float(logits)
+
+
+def test_heads_choose_their_steps_independently():
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randn(256, 2, 4, generator=g, dtype=torch.float64)
+    rows[:, 1] *= 10
+    base = rows.abs().amax((0, 2)) / 7
+    chosen = head_scales(rows, torch.linspace(0.3, 1.2, 10, dtype=torch.float64)[:, None] * base[None], 4)
+    alone = head_scales(rows[:, 1:], torch.linspace(0.3, 1.2, 10, dtype=torch.float64)[:, None] * base[None, 1:], 4)
+    assert torch.equal(chosen[1:], alone) and 9 < float(chosen[1] / chosen[0]) < 11
