@@ -98,9 +98,14 @@ def _record(gm: torch.fx.GraphModule, images: torch.Tensor, nodes: set, batch: i
     return {n: torch.cat(v) for n, v in parts.items()}
 
 
-def _batched(module: torch.nn.Module, inputs: list[torch.Tensor], batch: int = 64) -> torch.Tensor:
+def _batched(module: torch.nn.Module, inputs: list[torch.Tensor], batch: int = 64) -> torch.Tensor | tuple:
+    """``module`` on ``inputs`` in batches; a module returning several tensors (a prefix computing a unit's inputs)
+    gives a tuple of them, each concatenated over the batches."""
     with torch.no_grad():
-        return torch.cat([module(*(x[i:i + batch] for x in inputs)) for i in range(0, len(inputs[0]), batch)])
+        outs = [module(*(x[i:i + batch] for x in inputs)) for i in range(0, len(inputs[0]), batch)]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*outs))
+    return torch.cat(outs)
 
 
 def _as_list(value) -> list[torch.Tensor]:

@@ -35,8 +35,8 @@ class Unit:
 def _extract(gm: fx.GraphModule, nodes: list[fx.Node], outputs: list[fx.Node], keep_placeholders: bool
              ) -> tuple[fx.GraphModule, list[fx.Node]]:
     """A GraphModule running ``nodes`` (graph order) and returning ``outputs`` (one value, or a tuple of several).
-    Values read from outside become placeholders (returned in order), except constants (``get_attr``), which are
-    copied; with ``keep_placeholders`` the graph's own placeholders are copied too (the prefix takes the model input,
+    Values read from outside become placeholders (returned in order), except constants (``get_attr``) and shape
+    arithmetic, which are copied; with ``keep_placeholders`` the graph's own placeholders are copied too (the prefix takes the model input,
     and may then be a part of the graph that has no nodes but its placeholders)."""
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
@@ -45,7 +45,10 @@ def _extract(gm: fx.GraphModule, nodes: list[fx.Node], outputs: list[fx.Node], k
 
     def value(a: fx.Node) -> fx.Node:
         if a not in env:
-            if a.op == "get_attr" or (keep_placeholders and a.op == "placeholder"):
+            # constants are copied; so is shape arithmetic computed outside (Swin's B, H, W of the block input,
+            # read again after the attention branch), recomputed from the tensor it reads, never a unit input
+            recompute = a.meta.get("kind") in _VALUE_FREE and a not in inside and a.op != "placeholder"
+            if a.op == "get_attr" or (keep_placeholders and a.op == "placeholder") or recompute:
                 env[a] = graph.node_copy(a, value)
             elif a in inside:
                 raise QuantError(f"unit node {a.name} is used before it is computed")

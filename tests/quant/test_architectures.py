@@ -26,12 +26,20 @@ TIMM = {
 }
 
 
-def _check(net: torch.nn.Module, name: str, calib: torch.Tensor, images: np.ndarray, method: str,
-           kinds: set[str]) -> None:
+def _method(name: str):
+    """A method by CLI name; ``-sulq`` is I&S-ViT without SOS, ``-short`` a reconstruction method at 2 iterations per
+    unit (what is checked is the program's structure, and that every unit of the architecture reconstructs)."""
+    from quant.methods.isvit import ISViT
+    from quant.methods.pfcr import PFCR
     from tests.conftest import SulqOnly
 
-    q = quantize_model(net, calib, SulqOnly() if method == "isvit-sulq" else get_method(method), default_map(8, 8),
-                       name=name)
+    return {"isvit-sulq": SulqOnly(), "isvit-short": ISViT(iterations=2), "pfcr-short": PFCR(iterations=2)}.get(
+        name) or get_method(name)
+
+
+def _check(net: torch.nn.Module, name: str, calib: torch.Tensor, images: np.ndarray, method: str,
+           kinds: set[str]) -> None:
+    q = quantize_model(net, calib, _method(method), default_map(8, 8), name=name)
     program = q.export()
     assert kinds <= {op.kind for op in program.ops}
     assert_exact(q, program, images)
@@ -53,7 +61,8 @@ def test_timm_architecture_is_bit_exact(name):
     _check(net, name, torch.from_numpy(random_images(net, 2, seed=0)), random_images(net, 2, seed=5), "p2vit", TIMM[name])
 
 
-@pytest.mark.parametrize("method", ["p2vit", "minmax", "ptq4vit", "mptq", "repq", "isvit-sulq"])
+@pytest.mark.parametrize("method", ["p2vit", "minmax", "ptq4vit", "mptq", "repq", "isvit-sulq", "isvit-short",
+                                    "pfcr-short"])
 def test_swin_fmnist_is_bit_exact(method, fmnist_test):
     torch.manual_seed(0)
     net = create_model("swin_fmnist", pretrained=False)
