@@ -38,7 +38,7 @@ demo: setup
 	$(RUN) $(VENV)/bin/vitsim demo
 
 test: setup
-	$(RUN) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 test-all: setup
 	$(RUN) $(PY) -m pytest $(PYTEST_ARGS)

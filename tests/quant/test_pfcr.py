@@ -2,10 +2,8 @@
 program, and a short run keeps its W3A3 quality."""
 from __future__ import annotations
 
-import torch
-
+from hwsim.executor import predict
 from models.data import calibration_data
-from models.evaluate import predict
 from quant.build import default_map, quantize_model
 from quant.methods.pfcr import PFCR
 from tests.quant.test_architectures import assert_exact
@@ -20,12 +18,12 @@ def test_short_pfcr_is_bit_exact_with_the_zero_point_layernorm(deit_fmnist, fmni
     assert_exact(q, program, fmnist_test[0][:2])
 
 
-W3A3_FLOOR = 0.85   # measured 0.881 (PFCR(iterations=40), 128 calibration images, first 1 000 test images)
+W3A3_FLOOR = 0.83   # measured 0.857 (PFCR(iterations=40), 128 calibration images, first 1 000 test images)
 
 
 def test_short_pfcr_w3a3_integer_top1_floor(deit_fmnist, fmnist_test):
-    """A short PFCR at W3A3 (40 iterations per unit) well above the plain quantizers' (p2vit 80 %, minmax 46 %): a
-    broken re-parameterisation, head search or scale learning falls below."""
+    """A short PFCR at W3A3 (40 iterations per unit) stays well above the plain quantizers (p2vit 80 %, minmax 46 %
+    on the full test set): a calibration or reconstruction bug that spoils the scales falls below."""
     calib = calibration_data("fmnist", deit_fmnist, 128, seed=0)
     q = quantize_model(deit_fmnist, calib, PFCR(iterations=40), default_map(3, 3), name="deit_fmnist")
     images, labels = fmnist_test
