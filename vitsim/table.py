@@ -5,13 +5,15 @@ and integer top-1, their agreement, the calibration images and the wall time of 
 choice, learning, export; evaluation excluded). Rows are appended to a JSON-lines results file (``results.jsonl`` in
 the output folder unless one is named) as they finish, and a re-run of the same command skips the rows already there,
 so a long table survives an interruption and, with the results file kept in the repository (``make table``), goes on
-on another machine. A row carries the method's fingerprint (a hash of the source files of the method's class and its
-parent methods): a row measured before a method changed is measured again, never shown as the new method's.
+on another machine. A row carries the method's fingerprint (a hash of the code, docstrings aside, of the files of the
+method's class and its parent methods): a row measured before a method changed is measured again, never shown as the
+new method's.
 The markdown goes to ``table.md``, and with ``readme`` replaces the part of that file between the markers
 ``<!-- vitsim table: begin -->`` and ``<!-- vitsim table: end -->``.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -38,14 +40,24 @@ def _key(row: dict[str, Any]) -> tuple:
 
 
 def method_fingerprint(method: object) -> str:
-    """12 hex digits of SHA-256 over the source of every file in ``quant.methods`` that defines the method's class or
-    one of its parents: what a change to the method's choices or defaults touches."""
+    """12 hex digits of SHA-256 over the code of every file in ``quant.methods`` that defines the method's class or
+    one of its parents: what a change to the method's choices or defaults touches. The code is read as its syntax
+    tree without docstrings (comments are not in it), so editing prose re-measures nothing."""
     files = sorted({inspect.getsourcefile(c) for c in type(method).__mro__
                     if c.__module__.startswith("quant.methods.")})
     h = hashlib.sha256()
     for f in files:
-        h.update(Path(f).read_bytes())
+        h.update(ast.dump(_without_docstrings(ast.parse(Path(f).read_text()))).encode())
     return h.hexdigest()[:12]
+
+
+def _without_docstrings(tree: ast.Module) -> ast.Module:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
 
 
 def _load_done(path: Path) -> dict[tuple, dict[str, Any]]:

@@ -25,7 +25,9 @@ reconstruction engine, quant.reconstruct).
   scales (learnt as log2 of the scale, so an Adam step is a relative change; QDrop's 4e-5 on the scale itself moves
   a log2 scale by 1 % at most in 300 steps), 256 calibration images by default (``vitsim quantize --calib``).
 - Tuned on 2 000 held-out training images (bench/tune_pfcr.py, never test images): ``LR_SCALE`` and the
-  initialisation (the re-parameterised post-LayerNorm quantizer against the plain one).
+  initialisation. Fake-quant top-1 at W3A3 / W4A4 (fp32 92.40 % on those images): plain post-LayerNorm quantizer at
+  lr 4e-5 86.85 % / -; re-parameterised at 4e-5 87.80 / 90.95 %; re-parameterised at 1e-3 89.20 / 91.40 % (the
+  defaults); with per-head steps by the logits' error 88.35 / 90.90 %.
 """
 from __future__ import annotations
 

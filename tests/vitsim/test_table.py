@@ -78,3 +78,27 @@ def test_the_fingerprint_covers_the_parent_methods_files():
     own = hashlib.sha256(Path(isvit.__file__).read_bytes()).hexdigest()[:12]
     assert method_fingerprint(ISViT()) != own
     assert method_fingerprint(ISViT()) != method_fingerprint(RepQViT()) != method_fingerprint(MinMax())
+
+
+def test_the_fingerprint_follows_code_not_prose(tmp_path, monkeypatch):
+    """A changed constant changes the fingerprint; a changed docstring or comment does not."""
+    import importlib
+    import sys
+
+    pkg = tmp_path / "quant" / "methods"
+    pkg.mkdir(parents=True)
+    (tmp_path / "quant" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+
+    def fingerprint(source: str, name: str) -> str:
+        (pkg / f"{name}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        for mod in [m for m in sys.modules if m == "quant" or m.startswith("quant.")]:
+            monkeypatch.delitem(sys.modules, mod)
+        module = importlib.import_module(f"quant.methods.{name}")
+        return method_fingerprint(module.M())
+
+    base = fingerprint('"""Doc."""\nclass M:\n    """Doc."""\n    lr = 1e-3\n', "a")
+    prose = fingerprint('"""Other doc."""\nclass M:\n    """More doc."""\n    lr = 1e-3  # why\n', "b")
+    code = fingerprint('"""Doc."""\nclass M:\n    """Doc."""\n    lr = 3e-3\n', "c")
+    assert base == prose != code
