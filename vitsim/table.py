@@ -88,14 +88,15 @@ def build_table(models: list[str], methods: list[str], bits: list[str], out_dir:
     if fresh and results.exists():
         results.unlink()
     done = _load_done(results)
+    instances = {m: get_method(m) for m in methods}
+    fingerprints = {m: method_fingerprint(instances[m]) for m in methods}
     rows = []
     for model in models:
         for text in bits:
             w, a = parse_bits(text)
             for method in methods:
-                instance = get_method(method)
-                n_calib = (calib or {}).get(method, instance.calibration_images)
-                fingerprint = method_fingerprint(instance)
+                n_calib = (calib or {}).get(method, instances[method].calibration_images)
+                fingerprint = fingerprints[method]
                 key = (model, method, w, a, n_calib, limit, fingerprint)
                 if key in done:
                     rows.append({**done[key], "cached": True})

@@ -36,8 +36,8 @@ def _extract(gm: fx.GraphModule, nodes: list[fx.Node], outputs: list[fx.Node], k
              ) -> tuple[fx.GraphModule, list[fx.Node]]:
     """A GraphModule running ``nodes`` (graph order) and returning ``outputs`` (one value, or a tuple of several).
     Values read from outside become placeholders (returned in order), except constants (``get_attr``) and shape
-    arithmetic, which are copied; with ``keep_placeholders`` the graph's own placeholders are copied too (the prefix takes the model input,
-    and may then be a part of the graph that has no nodes but its placeholders)."""
+    arithmetic, which are copied; with ``keep_placeholders`` the graph's own placeholders are copied too (the prefix
+    takes the model input, and may then be a part of the graph that has no nodes but its placeholders)."""
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     inside = set(nodes)

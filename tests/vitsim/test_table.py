@@ -68,20 +68,9 @@ def test_a_row_of_a_changed_method_is_measured_again(tmp_path):
     assert len(results.read_text().splitlines()) == 2 and not (tmp_path / "results.jsonl").exists()
 
 
-def test_the_fingerprint_covers_the_parent_methods_files():
-    """I&S-ViT builds on RepQ-ViT's quantizers: a change to repq.py must change I&S-ViT's fingerprint too."""
-    import hashlib
-    from pathlib import Path
-
-    import quant.methods.isvit as isvit
-
-    own = hashlib.sha256(Path(isvit.__file__).read_bytes()).hexdigest()[:12]
-    assert method_fingerprint(ISViT()) != own
-    assert method_fingerprint(ISViT()) != method_fingerprint(RepQViT()) != method_fingerprint(MinMax())
-
-
-def test_the_fingerprint_follows_code_not_prose(tmp_path, monkeypatch):
-    """A changed constant changes the fingerprint; a changed docstring or comment does not."""
+def _fingerprints(tmp_path, monkeypatch):
+    """fingerprint(files, module): write ``files`` (name -> source) into a scratch ``quant.methods`` package, import
+    ``module`` afresh and fingerprint its class ``M``."""
     import importlib
     import sys
 
@@ -89,16 +78,34 @@ def test_the_fingerprint_follows_code_not_prose(tmp_path, monkeypatch):
     pkg.mkdir(parents=True)
     (tmp_path / "quant" / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
 
-    def fingerprint(source: str, name: str) -> str:
-        (pkg / f"{name}.py").write_text(source)
-        monkeypatch.syspath_prepend(str(tmp_path))
+    def fingerprint(files: dict[str, str], module: str) -> str:
+        for name, source in files.items():
+            (pkg / f"{name}.py").write_text(source)
         for mod in [m for m in sys.modules if m == "quant" or m.startswith("quant.")]:
             monkeypatch.delitem(sys.modules, mod)
-        module = importlib.import_module(f"quant.methods.{name}")
-        return method_fingerprint(module.M())
+        importlib.invalidate_caches()
+        return method_fingerprint(importlib.import_module(f"quant.methods.{module}").M())
 
-    base = fingerprint('"""Doc."""\nclass M:\n    """Doc."""\n    lr = 1e-3\n', "a")
-    prose = fingerprint('"""Other doc."""\nclass M:\n    """More doc."""\n    lr = 1e-3  # why\n', "b")
-    code = fingerprint('"""Doc."""\nclass M:\n    """Doc."""\n    lr = 3e-3\n', "c")
+    return fingerprint
+
+
+def test_the_fingerprint_covers_the_parent_methods_files(tmp_path, monkeypatch):
+    """A method built on another (I&S-ViT on RepQ-ViT): a change to the parent's file changes the child's
+    fingerprint, though the child's own file is the same."""
+    assert method_fingerprint(ISViT()) != method_fingerprint(RepQViT()) != method_fingerprint(MinMax())
+    fingerprint = _fingerprints(tmp_path, monkeypatch)   # from here on the real quant.methods is out of sys.modules
+    child = "from quant.methods.parent import P\nclass M(P):\n    pass\n"
+    before = fingerprint({"parent": "class P:\n    lr = 1e-3\n", "child": child}, "child")
+    after = fingerprint({"parent": "class P:\n    lr = 3e-3\n", "child": child}, "child")
+    assert before != after
+
+
+def test_the_fingerprint_follows_code_not_prose(tmp_path, monkeypatch):
+    """A changed constant changes the fingerprint; a changed docstring or comment does not."""
+    fingerprint = _fingerprints(tmp_path, monkeypatch)
+    base = fingerprint({"m": '"""Doc."""\nclass M:\n    """Doc."""\n    lr = 1e-3\n'}, "m")
+    prose = fingerprint({"m": '"""Other doc."""\nclass M:\n    """More doc."""\n    lr = 1e-3  # why\n'}, "m")
+    code = fingerprint({"m": '"""Doc."""\nclass M:\n    """Doc."""\n    lr = 3e-3\n'}, "m")
     assert base == prose != code
