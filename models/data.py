@@ -2,6 +2,7 @@
 (seeded N(0, 1) images for architecture, speed and bit-exactness work where no dataset exists; labels are -1)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +66,11 @@ def calibration_data(spec: str, model: torch.nn.Module, n: int, seed: int = 0, r
     return torch.from_numpy(images[_calibration_pick(len(images), n, seed)])
 
 
-def held_out_data(spec: str, model: torch.nn.Module, n: int, calib: int, seed: int = 0,
+def held_out_data(spec: str, model: torch.nn.Module, n: int, calib: int | Sequence[int], seed: int = 0,
                   root: str | None = None) -> tuple[torch.Tensor, np.ndarray]:
-    """``n`` labelled training images disjoint from ``calibration_data(spec, model, calib, seed)``: where searches
-    measure fitness and hyper-parameters are tuned (never on test images)."""
+    """``n`` labelled training images disjoint from ``calibration_data(spec, model, calib, seed)`` (from each of
+    them, if ``calib`` lists several sizes: the seeded subsets are not nested): where searches measure fitness and
+    hyper-parameters are tuned (never on test images)."""
     if spec == "fmnist":
         images, labels = fmnist.load_split("train", root)
     elif spec == "random":
@@ -76,7 +78,9 @@ def held_out_data(spec: str, model: torch.nn.Module, n: int, calib: int, seed: i
     else:
         folder = Path(spec)
         images, labels = load_folder(folder / "train" if (folder / "train").is_dir() else folder, model)
-    rest = np.setdiff1d(np.arange(len(images)), _calibration_pick(len(images), calib, seed))
+    sizes = [calib] if isinstance(calib, int) else list(calib)
+    used = np.concatenate([_calibration_pick(len(images), size, seed) for size in sizes])
+    rest = np.setdiff1d(np.arange(len(images)), used)
     if len(rest) == 0:
         raise DatasetError("no training images are left outside the calibration set for a held-out split")
     pick = np.sort(np.random.default_rng(seed + 1).choice(rest, size=min(n, len(rest)), replace=False))

@@ -49,6 +49,17 @@ def sulq_values(p: torch.Tensor, bits: int, eta_num: int) -> torch.Tensor:
     return log2_values(codes, bits) - eta
 
 
+def sulq_eta(obs: Observer, bits: int) -> int:
+    """eta (as eta_num / 2^12) from the paper's grid by the MSE of SULQ's values against the float probabilities
+    observed at ``obs``."""
+    p = obs.sample().reshape(-1)
+    errors = []
+    for eta in ETA_GRID:
+        num = max(1, round(eta * 2 ** ETA_FRAC_BITS))
+        errors.append((float(((sulq_values(p, bits, num) - p) ** 2).mean()), num))
+    return min(errors)[1]
+
+
 class ISViT(RepQViT):
     name = "isvit"
     softmax_sqrt2 = False
@@ -61,13 +72,7 @@ class ISViT(RepQViT):
         return min(abits, SULQ_MAX_BITS)
 
     def softmax_eta(self, obs: Observer, bits: int) -> int:
-        """eta from the paper's grid by the MSE of SULQ's values against the float probabilities."""
-        p = obs.sample().reshape(-1)
-        errors = []
-        for eta in ETA_GRID:
-            num = max(1, round(eta * 2 ** ETA_FRAC_BITS))
-            errors.append((float(((sulq_values(p, bits, num) - p) ** 2).mean()), num))
-        return min(errors)[1]
+        return sulq_eta(obs, bits)
 
     def refine(self, qg, calib: torch.Tensor, progress: bool = False) -> None:
         found = units(qg.gm, "block") + units(qg.gm, "layer")

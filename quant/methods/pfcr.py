@@ -36,6 +36,7 @@ import torch
 from quant.graph.capture import Captured
 from quant.graph.units import units
 from quant.methods.base import Method
+from quant.methods.isvit import sulq_eta
 from quant.methods.repq import reparameterise_post_layernorm
 from quant.observers import Observer
 from quant.parts import absmax_scale
@@ -46,18 +47,29 @@ STAGES = (("branch",), ("block", "blocks:2", "blocks:all"))
 ITERATIONS = 300
 DROP = 0.5
 LR_SCALE = 1e-3
+SOFTMAX_CODE_BITS = 4
+SOFTMAX_CODES = ("log2", "sqrt2", "sulq")
 
 
 class PFCR(Method):
     name = "pfcr"
-    softmax_log2_bits = 4
+    softmax_log2_bits = SOFTMAX_CODE_BITS
 
     def __init__(self, iterations: int = ITERATIONS, stages: tuple[tuple[str, ...], ...] = STAGES,
-                 drop: float = DROP, lr_scale: float = LR_SCALE, reparameterise: bool = True, seed: int = 0) -> None:
-        """``reparameterise=False`` starts from the plain post-LayerNorm quantizer (symmetric, per tensor), for the
-        tuning script and ablations (bench/tune_pfcr.py)."""
+                 drop: float = DROP, lr_scale: float = LR_SCALE, reparameterise: bool = True,
+                 softmax: str = "log2", seed: int = 0) -> None:
+        """``reparameterise=False`` starts from the plain post-LayerNorm quantizer (symmetric, per tensor);
+        ``softmax`` picks the post-softmax codes: "log2" (the paper's), "sqrt2" (RepQ-ViT's log-sqrt(2)) or "sulq"
+        (I&S-ViT's shifted log2), all ``SOFTMAX_CODE_BITS`` wide. Both are for the tuning script and ablations
+        (bench/tune_pfcr.py)."""
+        if softmax not in SOFTMAX_CODES:
+            raise ValueError(f"softmax: expected one of {', '.join(SOFTMAX_CODES)}, got {softmax!r}")
         self.iterations, self.stages, self.drop, self.lr_scale, self.seed = iterations, stages, drop, lr_scale, seed
-        self.reparameterise = reparameterise
+        self.reparameterise, self.softmax = reparameterise, softmax
+        self.softmax_sqrt2 = softmax == "sqrt2"
+
+    def softmax_eta(self, obs: Observer, bits: int) -> int:
+        return sulq_eta(obs, bits) if self.softmax == "sulq" else 0
 
     def prepare(self, captured: Captured, calib: torch.Tensor) -> None:
         if self.reparameterise:

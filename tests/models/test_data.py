@@ -84,3 +84,30 @@ def test_image_folder(tmp_path):
         load_folder(tmp_path, net)
     with pytest.raises(FolderError, match="not found"):
         list_images(tmp_path / "nowhere")
+
+
+def test_held_out_images_avoid_every_calibration_subset(tmp_path):
+    """Tuning scores on held-out training images; one that is also a calibration image inflates the score. The
+    seeded subsets of different sizes are not nested, so a held-out split for several sizes must avoid each."""
+    from models.data import calibration_data, held_out_data
+
+    count = 300
+    images = np.zeros((count, 28, 28), np.uint8)
+    images[:, 0, 0], images[:, 0, 1] = np.arange(count) % 256, np.arange(count) // 256  # every image unique
+    write_idx(tmp_path, "train", images, np.arange(count) % 10)
+
+    lookup = {tuple(row): i for i, row in enumerate(fmnist.normalize(images).reshape(count, -1)[:, :2])}
+
+    def index_of(batch) -> set[int]:
+        return {lookup[tuple(row)] for row in batch.numpy().reshape(len(batch), -1)[:, :2]}
+
+    small = index_of(calibration_data("fmnist", None, 40, root=tmp_path))
+    large = index_of(calibration_data("fmnist", None, 100, root=tmp_path))
+    assert len(small) == 40 and len(large) == 100 and not small <= large  # not nested
+    held, labels = held_out_data("fmnist", None, 1000, [40, 100], root=tmp_path)
+    chosen = index_of(held)
+    assert chosen.isdisjoint(small) and chosen.isdisjoint(large)
+    assert chosen == set(range(count)) - small - large  # asked for more than is left: all of the rest
+    assert sorted(labels.tolist()) == sorted(i % 10 for i in chosen)
+    only_small = index_of(held_out_data("fmnist", None, 1000, 40, root=tmp_path)[0])
+    assert only_small == set(range(count)) - small
