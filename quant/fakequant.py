@@ -67,7 +67,10 @@ class _FakeQuant(torch.autograd.Function):
 def fake_quant_ste(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool, zero_point: int = 0) -> torch.Tensor:
     """Fake-quantize ``x`` on ``scale`` (broadcasting) with round half up and straight-through gradients."""
     lo, hi = qrange(bits, signed)
-    return _FakeQuant.apply(x, scale, lo, hi, int(zero_point))
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        return _FakeQuant.apply(x, scale, lo, hi, int(zero_point))
+    # inference (evaluation, calibration): the same arithmetic in place, without the masks backward needs
+    return torch.floor_((x / scale).add_(0.5)).add_(int(zero_point)).clamp_(lo, hi).sub_(int(zero_point)).mul_(scale)
 
 
 def twin_quant(x: torch.Tensor, scale: torch.Tensor, bits: int, m: int, signed: bool) -> torch.Tensor:

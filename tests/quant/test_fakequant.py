@@ -31,3 +31,21 @@ def test_fused_fake_quant_has_the_straight_through_gradients(shape, scale_shape,
         assert torch.allclose(a, b, atol=1e-12)
     clipped = (torch.floor(x / scale + 0.5) + zero > qrange(bits, signed)[1]).any()
     assert clipped  # the data reach the clipping range, so the mask is exercised
+
+
+@pytest.mark.parametrize("scale_shape", [(), (6,)])
+@pytest.mark.parametrize("bits,signed,zero", [(4, True, 3), (3, False, 0), (8, True, -5)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inference_fake_quant_equals_the_training_node(scale_shape, bits, signed, zero, dtype):
+    """Evaluation takes an in-place path without the backward masks; it must give the training node's values bit for
+    bit (ties at half a step included, where a different rounding would differ), and leave its input alone."""
+    torch.manual_seed(bits)
+    scale = torch.rand(scale_shape, dtype=dtype) + 0.2
+    x = torch.randn(5, 7, 6, dtype=dtype) * 2 ** (bits - 1)
+    x[0] = (torch.arange(-21, 21, dtype=dtype).reshape(7, 6) + 0.5) * scale  # exact ties, inside and beyond range
+    before = x.clone()
+    with torch.no_grad():
+        fast = fake_quant_ste(x, scale, bits, signed, zero)
+    trained = fake_quant_ste(x.clone().requires_grad_(), scale, bits, signed, zero).detach()
+    assert torch.equal(x, before)
+    assert torch.equal(fast, trained) and fast.dtype == trained.dtype
