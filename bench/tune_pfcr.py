@@ -9,7 +9,7 @@ deit_fmnist with each configuration given and scores fake-quant top-1 (what hwsi
 training images disjoint from the largest calibration subset (so every row is scored on the same images), at each
 bit-width given.
 Usage: python bench/tune_pfcr.py [--bits W4A4,W3A3] [--lr-scale 4e-5,1e-3] [--init plain,reparam]
-       [--softmax log2,sqrt2,sulq] [--calib 256,1024] [--iterations 300,600] [--held-out 2000] [--threads N] [--json]
+       [--softmax log2,sqrt2,sulq] [--calib 256,1024] [--iterations 300,600] [--seeds 0,1] [--held-out 2000] [--threads N] [--json]
        (6-11 minutes per configuration and bit-width on 2 cores)
 """
 from __future__ import annotations
@@ -46,6 +46,7 @@ def main() -> int:
                         help="calibration sizes the held-out images avoid besides --calib's (keep equal across runs)")
     parser.add_argument("--softmax", default="log2", help=f"comma-separated post-softmax codes: {', '.join(SOFTMAX_CODES)}")
     parser.add_argument("--iterations", default=str(ITERATIONS), help="comma-separated iterations per unit and stage")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds of the reconstruction (batch order, QDrop)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -67,18 +68,18 @@ def main() -> int:
     fp32 = float((predict(net, images) == labels).mean())
     rows = []
     grid = itertools.product(args.bits.split(","), inits, [float(x) for x in args.lr_scale.split(",")], softmaxes, sizes,
-                             [int(x) for x in args.iterations.split(",")])
-    for text, init, lr, softmax, size, iterations in grid:
+                             [int(x) for x in args.iterations.split(",")], [int(x) for x in args.seeds.split(",")])
+    for text, init, lr, softmax, size, iterations, seed in grid:
         w, a = parse_bits(text)
         calib = calibration_data("fmnist", net, size, 0)
         start = time.perf_counter()
-        method = PFCR(iterations=iterations, lr_scale=lr, softmax=softmax, **INITS[init])
+        method = PFCR(iterations=iterations, lr_scale=lr, softmax=softmax, seed=seed, **INITS[init])
         q = quantize_model(net, calib, method, default_map(w, a), name="deit_fmnist")
         top1 = float((predict(q, images) == labels).mean())
         rows.append({"bits": f"W{w}A{a}", "init": init, "lr_scale": lr, "softmax": softmax, "calib": size,
-                     "iterations": iterations,
+                     "iterations": iterations, "seed": seed,
                      "top1": top1, "wall_s": round(time.perf_counter() - start, 1)})
-        print(f"W{w}A{a}  init {init:<8} lr_scale {lr:g}  softmax {softmax:<5} calib {size:5d}  iterations {iterations}  {100 * top1:6.2f} %  "
+        print(f"W{w}A{a}  init {init:<8} lr_scale {lr:g}  softmax {softmax:<5} calib {size:5d}  iterations {iterations}  seed {seed}  {100 * top1:6.2f} %  "
               f"(fp32 {100 * fp32:.2f} %, {rows[-1]['wall_s']:.0f} s)", file=sys.stderr, flush=True)
     result = {"held_out": int(len(labels)), "disjoint_from": exclude, "fp32_top1": fp32, "rows": rows}
     if args.json:
@@ -86,11 +87,11 @@ def main() -> int:
     else:
         print(f"held-out training images: {len(labels)} (disjoint from the calibration images), "
               f"fp32 {100 * fp32:.2f} %")
-        print("| W/A | initialisation | lr_scale | softmax | calibration | iterations | fake-quant top-1 | drop vs fp32 "
-              "| time |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| W/A | initialisation | lr_scale | softmax | calibration | iterations | seed | fake-quant top-1 "
+              "| drop vs fp32 | time |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
-            print(f"| {r['bits']} | {r['init']} | {r['lr_scale']:g} | {r['softmax']} | {r['calib']} | {r['iterations']} | "
+            print(f"| {r['bits']} | {r['init']} | {r['lr_scale']:g} | {r['softmax']} | {r['calib']} | {r['iterations']} | {r['seed']} | "
                   f"{100 * r['top1']:.2f} % | {100 * (fp32 - r['top1']):.2f} pt | {r['wall_s']:.0f} s |")
     return 0
 
