@@ -48,10 +48,11 @@ def assign_formats(qg: QuantGraph, observers: dict[str, Observer], method, memo:
                 exp = min(exp, site.max_exp)
             site.set_format(torch.exp2(torch.tensor(float(exp), dtype=torch.float64)))
         elif site.role == "softmax":
-            code_bits = method.softmax_code_bits(_matmul_abits(qg, site))
+            abits = _matmul_abits(qg, site)
+            code_bits = method.softmax_code_bits(abits)
             if code_bits is not None:
                 site.set_format(torch.ones((), dtype=torch.float64), signed=False, log2=True, bits=code_bits,
-                                sqrt2=method.softmax_sqrt2)
+                                sqrt2=method.softmax_uses_sqrt2(abits))
                 site.eta = cached("eta", name, code_bits, lambda: method.softmax_eta(obs, code_bits))
             else:
                 site.set_format(torch.exp2(torch.tensor(-float(site.bits), dtype=torch.float64)), signed=False)

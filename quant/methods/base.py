@@ -26,6 +26,10 @@ class Method(ABC):
         """Width of the post-softmax log codes at a MatMul of ``abits``; None for uniform codes at ``abits``."""
         return self.softmax_log2_bits
 
+    def softmax_uses_sqrt2(self, abits: int) -> bool:
+        """Whether the post-softmax log codes at a MatMul of ``abits`` have base sqrt(2) (RepQ-ViT's) instead of 2."""
+        return self.softmax_sqrt2
+
     def softmax_eta(self, obs: Observer, bits: int) -> int:
         """SULQ's shift of the post-softmax log codes, as eta / 2^12 (I&S-ViT); 0: plain log2 codes."""
         return 0

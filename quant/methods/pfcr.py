@@ -48,7 +48,8 @@ ITERATIONS = 300
 DROP = 0.5
 LR_SCALE = 1e-3
 SOFTMAX_CODE_BITS = 4
-SOFTMAX_CODES = ("log2", "sqrt2", "sulq")
+SOFTMAX_CODES = ("auto", "log2", "sqrt2", "sulq")
+SQRT2_MIN_ABITS = 4   # "auto": log-sqrt(2) codes at MatMuls of at least this many activation bits, log2 below
 
 
 class PFCR(Method):
@@ -57,16 +58,19 @@ class PFCR(Method):
 
     def __init__(self, iterations: int = ITERATIONS, stages: tuple[tuple[str, ...], ...] = STAGES,
                  drop: float = DROP, lr_scale: float = LR_SCALE, reparameterise: bool = True,
-                 softmax: str = "log2", seed: int = 0) -> None:
+                 softmax: str = "auto", seed: int = 0) -> None:
         """``reparameterise=False`` starts from the plain post-LayerNorm quantizer (symmetric, per tensor);
-        ``softmax`` picks the post-softmax codes: "log2" (the paper's), "sqrt2" (RepQ-ViT's log-sqrt(2)) or "sulq"
-        (I&S-ViT's shifted log2), all ``SOFTMAX_CODE_BITS`` wide. Both are for the tuning script and ablations
-        (bench/tune_pfcr.py)."""
+        ``softmax`` picks the post-softmax codes, all ``SOFTMAX_CODE_BITS`` wide: "log2" (the paper's), "sqrt2"
+        (RepQ-ViT's log-sqrt(2)), "sulq" (I&S-ViT's shifted log2) or "auto" (the default: log-sqrt(2) at MatMuls of
+        ``SQRT2_MIN_ABITS`` activation bits or more, log2 below). The options are for the tuning script and
+        ablations (bench/tune_pfcr.py)."""
         if softmax not in SOFTMAX_CODES:
             raise ValueError(f"softmax: expected one of {', '.join(SOFTMAX_CODES)}, got {softmax!r}")
         self.iterations, self.stages, self.drop, self.lr_scale, self.seed = iterations, stages, drop, lr_scale, seed
         self.reparameterise, self.softmax = reparameterise, softmax
-        self.softmax_sqrt2 = softmax == "sqrt2"
+
+    def softmax_uses_sqrt2(self, abits: int) -> bool:
+        return self.softmax == "sqrt2" or (self.softmax == "auto" and abits >= SQRT2_MIN_ABITS)
 
     def softmax_eta(self, obs: Observer, bits: int) -> int:
         return sulq_eta(obs, bits) if self.softmax == "sulq" else 0
