@@ -75,6 +75,8 @@ def build_table(models: list[str], methods: list[str], bits: list[str], out_dir:
                 results_file: str | None = None) -> list[dict[str, Any]]:
     """Run (or read back) every row; returns them in table order (model, bits, method). Rows go to ``results_file``
     (default ``out_dir/results.jsonl``), programs to ``out_dir/programs``."""
+    import torch
+
     from quant.methods import METHODS, get_method
     from vitsim.pipelines import make_recipe, quantize
 
@@ -109,6 +111,9 @@ def build_table(models: list[str], methods: list[str], bits: list[str], out_dir:
                 row = {k: r[k] for k in ("model", "method", "wbits", "abits", "calib", "n", "fp32_top1", "quant_top1",
                                          "int_top1", "agreement", "quantize_s")}
                 row["limit"], row["fingerprint"] = limit, fingerprint
+                # reconstruction sums floats in an order that depends on the thread count, so a row is reproduced
+                # bit for bit only with as many torch threads as it was measured with
+                row["threads"] = torch.get_num_threads()
                 with results.open("a") as f:
                     f.write(json.dumps(row, sort_keys=True) + "\n")
                 if progress:
