@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numba  # noqa: E402
 import torch  # noqa: E402
 
 from models.data import calibration_data, held_out_data  # noqa: E402
@@ -51,7 +52,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
+        # numba's OpenMP layer shares libgomp with torch and would set torch's count back to its own
         torch.set_num_threads(args.threads)
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     inits = [i for i in args.init.split(",") if i]
     if any(i not in INITS for i in inits):
         raise SystemExit(f"--init: expected some of {', '.join(INITS)}, got {args.init!r}")
