@@ -16,11 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numba  # noqa: E402
 import torch  # noqa: E402
 
 from quant.methods import METHODS, get_method  # noqa: E402
-from vitsim.pipelines import make_recipe, quantize  # noqa: E402
+from vitsim.pipelines import make_recipe, quantize, set_threads  # noqa: E402
 from vitsim.table import parse_bits  # noqa: E402
 
 BUDGET_S = 600.0
@@ -30,13 +29,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=sorted(METHODS), choices=sorted(METHODS))
     parser.add_argument("--bits", default="W4A4")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: the cores)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
-        # numba's OpenMP layer shares libgomp with torch and would set torch's count back to its own
-        torch.set_num_threads(args.threads)
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        set_threads(args.threads)
     w, a = parse_bits(args.bits)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -130,10 +130,9 @@ def main() -> int:
     parser.add_argument("--rtl", action="store_true", help="also time RTL verification of a DeiT-Tiny block")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    import numba
+    from vitsim.pipelines import set_threads
 
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    set_threads(args.threads)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     result = {"threads": args.threads}
     result.update(bench_gemm(log))

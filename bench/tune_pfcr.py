@@ -6,10 +6,11 @@ PFCR (quant/methods/pfcr.py) learns LSQ scales as log2 of the scale, at ``lr_sca
 paper's abstract leaves open: the plain post-LayerNorm quantizer (symmetric, per tensor) or the re-parameterised one
 (RepQ-ViT's fold, per tensor with a zero point); log2, log-sqrt(2) or SULQ post-softmax codes. This script quantizes
 deit_fmnist with each configuration given and scores fake-quant top-1 (what hwsim reproduces) on ``--held-out``
-training images disjoint from the largest calibration subset (so every row is scored on the same images), at each
-bit-width given.
+training images disjoint from every calibration subset of the sizes in ``--calib`` and ``--disjoint-from`` (the
+seeded subsets are not nested), so every row, and every run with the same sizes, is scored on the same images.
 Usage: python bench/tune_pfcr.py [--bits W4A4,W3A3] [--lr-scale 4e-5,1e-3] [--init plain,reparam]
-       [--softmax log2,sqrt2,sulq] [--calib 256,1024] [--iterations 300,600] [--seeds 0,1] [--held-out 2000] [--threads N] [--json]
+       [--softmax log2,sqrt2,sulq] [--calib 256,1024] [--iterations 300,600] [--seeds 0,1] [--held-out 2000]
+       [--threads N] [--json]
        (6-11 minutes per configuration and bit-width on 2 cores)
 """
 from __future__ import annotations
@@ -23,14 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numba  # noqa: E402
-import torch  # noqa: E402
-
 from models.data import calibration_data, held_out_data  # noqa: E402
 from models.evaluate import predict  # noqa: E402
 from models.registry import create_model  # noqa: E402
 from quant.build import default_map, quantize_model  # noqa: E402
 from quant.methods.pfcr import ITERATIONS, PFCR, SOFTMAX_CODES  # noqa: E402
+from vitsim.pipelines import set_threads  # noqa: E402
 from vitsim.table import parse_bits  # noqa: E402
 
 INITS = {"plain": dict(reparameterise=False), "reparam": dict(reparameterise=True)}
@@ -45,16 +44,15 @@ def main() -> int:
     parser.add_argument("--init", default="plain,reparam", help=f"comma-separated initialisations: {', '.join(INITS)}")
     parser.add_argument("--disjoint-from", default="256,1024",
                         help="calibration sizes the held-out images avoid besides --calib's (keep equal across runs)")
-    parser.add_argument("--softmax", default="log2", help=f"comma-separated post-softmax codes: {', '.join(SOFTMAX_CODES)}")
+    parser.add_argument("--softmax", default="log2",
+                        help=f"comma-separated post-softmax codes: {', '.join(SOFTMAX_CODES)}")
     parser.add_argument("--iterations", default=str(ITERATIONS), help="comma-separated iterations per unit and stage")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds of the reconstruction (batch order, QDrop)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: the cores)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
-        # numba's OpenMP layer shares libgomp with torch and would set torch's count back to its own
-        torch.set_num_threads(args.threads)
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        set_threads(args.threads)
     inits = [i for i in args.init.split(",") if i]
     if any(i not in INITS for i in inits):
         raise SystemExit(f"--init: expected some of {', '.join(INITS)}, got {args.init!r}")
@@ -70,8 +68,9 @@ def main() -> int:
     images = images.numpy()
     fp32 = float((predict(net, images) == labels).mean())
     rows = []
-    grid = itertools.product(args.bits.split(","), inits, [float(x) for x in args.lr_scale.split(",")], softmaxes, sizes,
-                             [int(x) for x in args.iterations.split(",")], [int(x) for x in args.seeds.split(",")])
+    lrs = [float(x) for x in args.lr_scale.split(",")]
+    iteration_counts, seeds = [int(x) for x in args.iterations.split(",")], [int(x) for x in args.seeds.split(",")]
+    grid = itertools.product(args.bits.split(","), inits, lrs, softmaxes, sizes, iteration_counts, seeds)
     for text, init, lr, softmax, size, iterations, seed in grid:
         w, a = parse_bits(text)
         calib = calibration_data("fmnist", net, size, 0)
@@ -82,8 +81,9 @@ def main() -> int:
         rows.append({"bits": f"W{w}A{a}", "init": init, "lr_scale": lr, "softmax": softmax, "calib": size,
                      "iterations": iterations, "seed": seed,
                      "top1": top1, "wall_s": round(time.perf_counter() - start, 1)})
-        print(f"W{w}A{a}  init {init:<8} lr_scale {lr:g}  softmax {softmax:<5} calib {size:5d}  iterations {iterations}  seed {seed}  {100 * top1:6.2f} %  "
-              f"(fp32 {100 * fp32:.2f} %, {rows[-1]['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+        print(f"W{w}A{a}  init {init:<8} lr_scale {lr:g}  softmax {softmax:<5} calib {size:5d}  iterations "
+              f"{iterations}  seed {seed}  {100 * top1:6.2f} %  (fp32 {100 * fp32:.2f} %, {rows[-1]['wall_s']:.0f} s)",
+              file=sys.stderr, flush=True)
     result = {"held_out": int(len(labels)), "disjoint_from": exclude, "fp32_top1": fp32, "rows": rows}
     if args.json:
         print(json.dumps(result, sort_keys=True))
@@ -94,8 +94,9 @@ def main() -> int:
               "| drop vs fp32 | time |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
-            print(f"| {r['bits']} | {r['init']} | {r['lr_scale']:g} | {r['softmax']} | {r['calib']} | {r['iterations']} | {r['seed']} | "
-                  f"{100 * r['top1']:.2f} % | {100 * (fp32 - r['top1']):.2f} pt | {r['wall_s']:.0f} s |")
+            print(f"| {r['bits']} | {r['init']} | {r['lr_scale']:g} | {r['softmax']} | {r['calib']} | "
+                  f"{r['iterations']} | {r['seed']} | {100 * r['top1']:.2f} % | {100 * (fp32 - r['top1']):.2f} pt | "
+                  f"{r['wall_s']:.0f} s |")
     return 0
 
 

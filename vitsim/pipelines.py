@@ -25,6 +25,15 @@ from quant.methods import get_method
 from quant.mixed_precision import MixedPrecisionMap
 
 
+def set_threads(n: int) -> None:
+    """Run torch and numba on ``n`` threads. Both, numba's first: its OpenMP layer shares libgomp with torch, and
+    starting it (or a parallel kernel run at numba's own count) sets torch's count to numba's."""
+    import numba
+
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(n)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
