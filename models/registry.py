@@ -85,3 +85,4 @@ def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bo
 # Importing the definitions fills the registry.
 from models import deit_fmnist as _deit_fmnist  # noqa: E402,F401
 from models import swin_fmnist as _swin_fmnist  # noqa: E402,F401
+from models import mobilevit_fmnist as _mobilevit_fmnist  # noqa: E402,F401

@@ -282,13 +282,17 @@ class QuantLinear(_QuantGemm):
 class QuantConv2d(_QuantGemm):
     def __init__(self, name: str, conv: torch.nn.Conv2d, bits: int) -> None:
         super().__init__(name, conv.weight, conv.bias, bits)
-        if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros" or len(set(conv.stride)) != 1 \
-                or len(set(conv.padding if isinstance(conv.padding, tuple) else (0,))) != 1:
-            raise QuantError(f"{name}: only plain square-stride Conv2d lowers to the integer program")
-        self.stride, self.padding = conv.stride[0], conv.padding[0]
+        if conv.dilation != (1, 1) or conv.padding_mode != "zeros" or len(set(conv.stride)) != 1 \
+                or not isinstance(conv.padding, tuple) or len(set(conv.padding)) != 1 \
+                or len(set(conv.kernel_size)) != 1:
+            raise QuantError(f"{name}: only square Conv2d with equal stride and padding on both axes and no dilation "
+                             f"lowers to the integer program (got kernel {conv.kernel_size}, stride {conv.stride}, "
+                             f"padding {conv.padding}, dilation {conv.dilation})")
+        self.stride, self.padding, self.groups = conv.stride[0], conv.padding[0], conv.groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.wq(self.weight.to(x.dtype)), self.quant_bias(x.dtype), self.stride, self.padding)
+        return F.conv2d(x, self.wq(self.weight.to(x.dtype)), self.quant_bias(x.dtype), self.stride, self.padding, 1,
+                        self.groups)
 
 
 def _codes(x: torch.Tensor, site: ActQuant) -> np.ndarray:

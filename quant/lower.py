@@ -12,6 +12,7 @@ the channel -> site map is found by running the layout ops on an array of elemen
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -323,8 +324,10 @@ def _align(lw: Lowering, node: fx.Node) -> Val:
 
 
 def _gemm_output(lw: Lowering, node: fx.Node, acc: Val) -> Val:
-    """Requantize a GEMM accumulator now when its sites lie behind layout ops (else the site requantizes it)."""
-    if all(u.meta.get("kind") in ("site", "align") for u in node.users):
+    """Requantize a GEMM accumulator now when its sites lie behind layout ops (else the site requantizes it). A
+    concatenation requantizes its accumulator items itself: MobileViT's block input goes to a convolution's site and,
+    through a concatenation, to another site of a different scale, and one stored tensor would round twice."""
+    if all(u.meta.get("kind") in ("site", "align", "relu") or _is_cat(u) for u in node.users):
         return acc
     target, site = lw.target_scale(node)
     return lw.requant(f"{node.meta['path']}.requant", acc, target, site.bits, site.signed, site.zero_point)
@@ -363,23 +366,28 @@ def _linear(lw: Lowering, node: fx.Node) -> Val:
 
 @emitter("conv2d")
 def _conv(lw: Lowering, node: fx.Node) -> Val:
+    """A convolution (any groups). An input zero point z pads the border (hwsim's Conv2d) and leaves
+    -z * sum(W[o]) in output channel o's bias, as for a Linear."""
     q = lw.module(node)
     x = lw.vals[node.args[0]]
     name = node.meta["path"]
-    if x.scale is None or _per_axis(x.scale)[1] is not None or x.zero_point:
-        raise QuantError(f"{name}: a convolution takes a per-tensor input without zero point")
+    if x.scale is None or _per_axis(x.scale)[1] is not None or x.acc:
+        raise QuantError(f"{name}: a convolution takes per-tensor input codes")
     base = float(np.asarray(x.scale).reshape(-1)[0])
     w_scale = q.wq.scale.detach().double()
     codes = q.wq.codes(q.weight.detach().double())
     acc_scale = base * w_scale.numpy()
     params = {"weight": lw.b.constant(f"{name}.weight", codes, q.wq.bits, scale=Scale(w_scale, 0))}
-    if q.bias is not None:
+    if q.bias is not None or x.zero_point:
         lo, hi = qrange(ACC_BITS, True)
-        bias = np.clip(np.floor(q.bias.detach().double().numpy() / acc_scale + 0.5), lo, hi)
+        bias = np.floor(q.bias.detach().double().numpy() / acc_scale + 0.5) if q.bias is not None else 0.0
+        bias = np.clip(bias - x.zero_point * codes.reshape(len(codes), -1).sum(1).numpy(), lo, hi)
         params["bias"] = lw.b.constant(f"{name}.bias", bias, ACC_BITS)
     scale = acc_scale.reshape(-1, 1, 1)
-    out = lw.op("Conv2d", name, [x.name], ACC_BITS, True, scale, params,
-                {"stride": q.stride, "padding": q.padding, "acc_bits": ACC_BITS})
+    attrs = {"stride": q.stride, "padding": q.padding, "acc_bits": ACC_BITS}
+    if q.groups != 1:
+        attrs["groups"] = q.groups
+    out = lw.op("Conv2d", name, [x.name], ACC_BITS, True, scale, params, attrs)
     return _gemm_output(lw, node, Val(out, scale.copy(), ACC_BITS, True, acc=True))
 
 
@@ -470,8 +478,10 @@ def _layernorm(lw: Lowering, node: fx.Node) -> Val:
     return Val(out, scale, site.bits, site.signed, site.zero_point)
 
 
+@emitter("sub")
 @emitter("add")
 def _add(lw: Lowering, node: fx.Node) -> Val:
+    """An aligned Add (a Sub: the second operand subtracted) onto the grid of the site after it."""
     (site_node,) = [u for u in node.users]
     site: ActQuant = lw.module(site_node)
     shape = lw.shape(node)
@@ -482,16 +492,19 @@ def _add(lw: Lowering, node: fx.Node) -> Val:
         names.append(v.name)
         shifts.append(out_exp - _pot_exp(v, node.meta["path"]))
     scale = np.full(shape, 2.0 ** out_exp)
-    out = lw.op("Add", node.meta["path"], names, site.bits, True, scale,
-                attrs={"shift_a": shifts[0], "shift_b": shifts[1]})
+    attrs: dict[str, Any] = {"shift_a": shifts[0], "shift_b": shifts[1]}
+    if node.meta["kind"] == "sub":
+        attrs["subtract"] = True
+    out = lw.op("Add", node.meta["path"], names, site.bits, True, scale, attrs=attrs)
     return Val(out, scale, site.bits, True)
 
 
 @emitter("scale")
 def _scale(lw: Lowering, node: fx.Node) -> Val:
-    v = lw.vals[node.args[0]]
-    factor = float([a for a in node.args[1:] if not isinstance(a, fx.Node)][0])
-    return replace(v, scale=v.scale * factor)
+    v = lw.vals[[a for a in node.args if isinstance(a, fx.Node)][0]]
+    factor = float([a for a in node.args if not isinstance(a, fx.Node)][0])
+    divides = node.target in (operator.truediv, torch.div) or node.target == "div"
+    return replace(v, scale=v.scale / factor if divides else v.scale * factor)
 
 
 @emitter("sum")
@@ -527,6 +540,8 @@ def _layout(lw: Lowering, node: fx.Node) -> Val:
         return lw.vals[srcs[0]].parts[int(node.args[1])]
     if label == "unbind":
         return _unbind(lw, node, name)
+    if label in ("split", "chunk"):
+        return _split(lw, node, name, label)
     if label == "cat":
         return _cat(lw, node, name)
     (src,) = srcs
@@ -559,6 +574,10 @@ def _layout(lw: Lowering, node: fx.Node) -> Val:
     out = lw.op("Reshape", name, [v.name], v.bits, v.signed, scale, attrs={"shape": list(shape_out)},
                 zero_point=v.zero_point)
     return replace(v, name=out, scale=scale)
+
+
+def _is_cat(node: fx.Node) -> bool:
+    return node.meta.get("kind") == "layout" and node.target is torch.cat
 
 
 def _batch_outermost(node: fx.Node) -> bool:
@@ -600,6 +619,32 @@ def _unbind(lw: Lowering, node: fx.Node, name: str) -> Val:
         out = lw.op("Reshape", f"{name}.{i}.squeeze", [sl], v.bits, v.signed, scale, attrs={"shape": list(squeezed)},
                     zero_point=v.zero_point)
         parts.append(replace(v, name=out, scale=scale.copy()))
+    return Val(parts=parts)
+
+
+def _split(lw: Lowering, node: fx.Node, name: str, label: str) -> Val:
+    """``split`` (sizes or one size) and ``chunk`` (a count) along one axis: a Slice per part."""
+    (src,) = [a for a in node.all_input_nodes if a in lw.vals]
+    v = lw.vals[src]
+    dim = int(node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0))
+    axis = _sample_axis(src, dim)
+    shape = lw.shape(src)
+    arg = node.kwargs.get("split_size_or_sections", node.kwargs.get("chunks", node.args[1]))
+    if label == "chunk":
+        step = -(-shape[axis] // int(arg))
+        sizes = [min(step, shape[axis] - i) for i in range(0, shape[axis], step)]
+    elif isinstance(arg, int):
+        sizes = [min(arg, shape[axis] - i) for i in range(0, shape[axis], arg)]
+    else:
+        sizes = [int(a) for a in arg]
+    full = np.broadcast_to(v.scale, shape)
+    parts, start = [], 0
+    for i, size in enumerate(sizes):
+        scale = full.take(range(start, start + size), axis=axis)
+        out = lw.op("Slice", f"{name}.{i}", [v.name], v.bits, v.signed, scale,
+                    attrs={"axis": axis, "start": start, "stop": start + size}, zero_point=v.zero_point)
+        parts.append(replace(v, name=out, scale=scale.copy()))
+        start += size
     return Val(parts=parts)
 
 
@@ -648,3 +693,6 @@ def _cat(lw: Lowering, node: fx.Node, name: str) -> Val:
 def lower(qg: QuantGraph, name: str, metadata: dict[str, Any]) -> Program:
     """The integer program computing ``qg`` (in quant mode with integer nonlinear ops) on integers."""
     return Lowering(qg, name).run(metadata)
+
+
+from quant import lower_hybrid as _lower_hybrid  # noqa: E402,F401  (registers the hybrid ops' emitters)

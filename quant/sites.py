@@ -23,12 +23,17 @@ import torch
 import torch.fx as fx
 
 from quant.fakequant import (INTERNAL_BITS, ActQuant, AlignQuant, QuantConv2d, QuantGELU, QuantLayerNorm,
-                             QuantLinear, QuantSoftmax)
+                             QuantLinear, QuantSoftmax, _Nonlinear)
+from quant.hybrid_modules import QuantAvgPool2d, QuantHardswish, QuantMulConst, QuantSiLU
 from quant.graph.capture import Captured
 from quant.parts import QuantError
 
 GEMM_KINDS = ("linear", "conv2d", "matmul")
 PASS_THROUGH = ("layout", "scale")
+# Producers whose output is one-sided (mostly >= 0): the GEMM operand after them may take a zero point.
+SKEWED_SOURCES = {"gelu": "skewed", "silu": "skewed", "hardswish": "skewed", "relu": "skewed"}
+# Ops with an integer kernel that need their input on a grid (a site), in the order they are wired.
+UNARY_KINDS = ("layernorm", "softmax", "gelu", "silu", "hardswish", "avgpool")
 
 
 def gemm_layers(captured: Captured) -> dict[str, str]:
@@ -86,12 +91,11 @@ class QuantGraph(torch.nn.Module):
                 g.module.wq.enabled = mode == "quant"
 
     def set_integer_nonlinear(self, integer: bool) -> None:
-        for m in self.gm.modules():
-            if isinstance(m, (QuantLayerNorm, QuantSoftmax, QuantGELU)):
-                m.integer = integer
+        for m in self.nonlinear():
+            m.integer = integer
 
-    def nonlinear(self) -> list[QuantLayerNorm | QuantSoftmax | QuantGELU]:
-        return [m for m in self.gm.modules() if isinstance(m, (QuantLayerNorm, QuantSoftmax, QuantGELU))]
+    def nonlinear(self) -> list[_Nonlinear]:
+        return [m for m in self.gm.modules() if isinstance(m, _Nonlinear)]
 
     @staticmethod
     def build(captured: Captured, bits: dict[str, dict[str, int]],
@@ -152,7 +156,7 @@ class QuantGraph(torch.nn.Module):
                 q = QuantLinear(name, module, b["wbits"]) if kind == "linear" else QuantConv2d(name, module, b["wbits"])
                 swap(node, q)
                 src = _source(node.args[0])
-                role = {"layernorm": "ptf", "gelu": "skewed"}.get(src.meta.get("kind"), "tensor")
+                role = {"layernorm": "ptf", **SKEWED_SOURCES}.get(src.meta.get("kind"), "tensor")
                 if role == "ptf" and len(_users_through(src)) > 1:
                     role = "tensor"
                 site = site_on_edge(node, node.args[0], f"{name}.in", role, b["abits"])
@@ -167,7 +171,7 @@ class QuantGraph(torch.nn.Module):
                 if role_a == "softmax" and code_bits(b["abits"]) is not None:
                     sa.bits = code_bits(b["abits"])
                 gemms[name] = Gemm(name, kind, None, [sa, sb], 0, b["abits"])
-            elif kind == "add":
+            elif kind in ("add", "sub"):
                 leader = site_after(node, name, "internal", INTERNAL_BITS)
                 for i, arg in enumerate(node.args):
                     if isinstance(arg, fx.Node):
@@ -185,10 +189,39 @@ class QuantGraph(torch.nn.Module):
                     raise QuantError("models with several outputs are not supported")
                 site_on_edge(node, arg, "logits", "internal", INTERNAL_BITS)
 
+        def input_grid(node: fx.Node, kind: str) -> ActQuant:
+            """The site whose grid ``node``'s first input is on; a new 16-bit one when it has none yet (a raw
+            accumulator, a sum, a concatenation)."""
+            src = _source(node.args[0])
+            if src.meta.get("kind") in ("site", "align"):
+                site = gm.get_submodule(src.target)
+                return site.leader[0] if isinstance(site, AlignQuant) else site
+            return site_on_edge(node, node.args[0], f"{node.meta['path']}.in", "internal", INTERNAL_BITS,
+                                max_exp=0 if kind in ("softmax", "gelu", "silu", "hardswish") else None)
+
+        # A reduction sums codes: an accumulator (a conv's activation output) gets a 16-bit grid first.
+        for node in list(graph.nodes):
+            if node.meta.get("kind") in ("sum", "mean") and isinstance(node.args[0], fx.Node) \
+                    and _source(node.args[0]).meta.get("kind") not in ("site", "align", "layernorm"):
+                input_grid(node, node.meta["kind"])
+
+        # Multiplies by a constant: the constant's codes are the module's; x keeps (or gets) its grid.
+        for node in list(graph.nodes):
+            if node.meta.get("kind") != "mul":
+                continue
+            consts = [a for a in node.args if isinstance(a, fx.Node) and a.meta.get("const")]
+            if len(consts) != 1 or len(node.args) != 2 or node.kwargs:
+                raise QuantError(f"{node.meta['path']}: only a product of a tensor and a constant lowers")
+            data = [a for a in node.args if a is not consts[0]][0]
+            module = QuantMulConst(node.meta["path"])
+            node.op, node.target = "call_module", add_module(node.meta["path"], module)
+            node.args, node.kwargs = (data, consts[0]), {}
+            module.in_site.append(input_grid(node, "mul"))
+
         # Nonlinear ops: swap in the quantized module, give it the grid of its input and of the value it produces.
         for node in list(graph.nodes):
             kind, name = node.meta.get("kind"), node.meta.get("path")
-            if kind not in ("layernorm", "softmax", "gelu"):
+            if kind not in UNARY_KINDS:
                 continue
             if kind == "layernorm":
                 module = QuantLayerNorm(name, gm.get_submodule(node.target))
@@ -199,21 +232,17 @@ class QuantGraph(torch.nn.Module):
                 if dim not in (-1, len(node.meta["value1"].shape) - 1):
                     raise QuantError(f"{name}: softmax over axis {dim}; the integer softmax runs over the last axis")
                 module = QuantSoftmax(name)
+            elif kind == "avgpool":
+                module = QuantAvgPool2d(name, gm.get_submodule(node.target))
             else:
-                module = QuantGELU(name)
+                module = {"gelu": QuantGELU, "silu": QuantSiLU, "hardswish": QuantHardswish}[kind](name)
             swap(node, module)
-            src = _source(node.args[0])
-            if src.meta.get("kind") in ("site", "align"):
-                in_site = gm.get_submodule(src.target)
-                in_site = in_site.leader[0] if isinstance(in_site, AlignQuant) else in_site
-            else:  # an accumulator, a sum, or a concatenation (class token beside patches): give it a 16-bit grid
-                in_site = site_on_edge(node, node.args[0], f"{name}.in", "internal", INTERNAL_BITS,
-                                       max_exp=0 if kind != "layernorm" else None)
-            if kind in ("softmax", "gelu") and in_site.max_exp is None:
-                in_site.max_exp = 0
+            in_site = input_grid(node, kind)
+            if kind in ("softmax", "gelu", "silu", "hardswish") and in_site.max_exp is None:
+                in_site.max_exp = 0  # the shift exponential takes f >= 0 fractional bits
             module.in_site.append(in_site)
             users = _users_through(node)
-            if kind == "gelu":
+            if kind in ("gelu", "silu", "hardswish", "avgpool"):
                 continue
             out_sites = [gm.get_submodule(u.target) for u in users if u.meta.get("kind") == "site"]
             if kind == "layernorm" and (len(out_sites) != 1 or len(users) != 1):

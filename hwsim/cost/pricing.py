@@ -217,7 +217,8 @@ def price_conv(op: Op, program: Program, ctx: PriceContext) -> OpCost:
     x = program.tensors[op.inputs[0]]
     w = program.tensors[op.params["weight"]]
     out = program.tensors[op.outputs[0]]
-    g = GemmShape(1, out.shape[1] * out.shape[2], int(np.prod(w.shape[1:])), w.shape[0], x, w,
+    groups = int(op.attrs.get("groups", 1))  # one GEMM per group; depthwise uses one array column per group
+    g = GemmShape(groups, out.shape[1] * out.shape[2], int(np.prod(w.shape[1:])), w.shape[0] // groups, x, w,
                   a_dram_bytes=packed_bytes(x), const_bytes=_const_bytes(op, program, ("weight", "bias")))
     return price_gemm(op, program, ctx, g)
 
@@ -335,6 +336,51 @@ def price_add(op: Op, program: Program, ctx: PriceContext) -> OpCost:
     e = ctx.hw.energy
     bits = program.tensors[op.outputs[0]].bits
     return _vector(op, program, ctx, 2 * e.shift(bits) + e.add(bits))
+
+
+def price_silu(op: Op, program: Program, ctx: PriceContext) -> OpCost:
+    """SiLU runs on the GELU unit: the same shift sigmoid without the 1.702 shift-adds (hwsim.kernels.activations)."""
+    x = program.tensors[op.inputs[0]]
+    rows, n = _rows(x)
+    e = ctx.hw.energy
+    per = 2 * (e.add(16) + e.shift(16)) + 24 * e.add(24) + e.add(9) + e.mult(16, 9)
+    compute = math.ceil(rows / ctx.hw.units.gelu) * gelu_row_cycles(n)
+    cost = _stream(op, program, ctx, "gelu", compute, n * x.bits / 8)
+    cost.energy_pj["nonlinear"] = rows * n * per
+    cost.energy_pj["sram"] += _unit_sram_pj(ctx, rows * n, x.bits, 1, ctx.out_spec(op, program).bits)
+    return cost
+
+
+def price_hardswish(op: Op, program: Program, ctx: PriceContext) -> OpCost:
+    """On the vector lanes: an add, two compares and a 16 x 16 product per element."""
+    e = ctx.hw.energy
+    return _vector(op, program, ctx, 3 * e.add(16) + e.mult(16, 16))
+
+
+def price_relu(op: Op, program: Program, ctx: PriceContext) -> OpCost:
+    """On the vector lanes: one compare (a subtract) per element."""
+    return _vector(op, program, ctx, ctx.hw.energy.add(program.tensors[op.inputs[0]].bits))
+
+
+def price_mul(op: Op, program: Program, ctx: PriceContext) -> OpCost:
+    """On the vector lanes: two zero-point subtracts and one product per element."""
+    a, b = (program.tensors[t] for t in op.inputs)
+    e = ctx.hw.energy
+    return _vector(op, program, ctx, 2 * e.add(max(a.bits, b.bits)) + e.mult(a.bits, b.bits))
+
+
+def price_avgpool(op: Op, program: Program, ctx: PriceContext) -> OpCost:
+    """On the vector lanes, per output: k^2 - 1 adds of the window (the input is read k^2 times from the buffer, so
+    the lanes spend k^2 cycles per output) and the reciprocal product."""
+    e = ctx.hw.energy
+    k = int(op.attrs["kernel"])
+    out = program.tensors[op.outputs[0]]
+    elements = int(np.prod(out.shape))
+    x = program.tensors[op.inputs[0]]
+    compute = math.ceil(elements * k * k / ctx.hw.units.vector_lanes)
+    cost = _stream(op, program, ctx, "vector", compute, min(elements, ctx.hw.units.vector_lanes) * x.bits / 8)
+    cost.energy_pj["vector"] = elements * ((k * k - 1) * e.add(24) + e.mult(24, 17))
+    return cost
 
 
 def price_reduce_sum(op: Op, program: Program, ctx: PriceContext) -> OpCost:

@@ -18,18 +18,22 @@ from hwsim.kernels.shiftexp import EXP_FRAC_BITS, exp_shift
 SIGMOID_BITS = 8
 
 
+@njit(cache=True, inline="always")
+def times_sigmoid(v: int, z: int, frac_bits: int, sig_bits: int) -> int:
+    """v * 2^P sigmoid(z) for z with ``frac_bits`` fractional bits (the steps of the module docstring after z)."""
+    F = EXP_FRAC_BITS
+    a = z if z < 0 else -z
+    e = exp_shift(a, frac_bits, F)
+    sp = (np.int64(1) << (F + sig_bits)) // ((np.int64(1) << F) + e)
+    sig = sp if z >= 0 else (np.int64(1) << sig_bits) - sp
+    return v * sig
+
+
 @njit(cache=True, parallel=True)
 def gelu_int(x: np.ndarray, frac_bits: int, sig_bits: int, out: np.ndarray) -> None:
     """Element-wise integer GELU of ``x`` into ``out`` (same shape); see the module docstring."""
-    F = EXP_FRAC_BITS
     fx = x.ravel()
     fo = out.ravel()
-    one = np.int64(1) << F
     for i in prange(fx.shape[0]):
         v = np.int64(fx[i])
-        z = v + (v >> 1) + (v >> 3) + (v >> 4)
-        a = z if z < 0 else -z
-        e = exp_shift(a, frac_bits, F)
-        sp = (np.int64(1) << (F + sig_bits)) // (one + e)
-        sig = sp if z >= 0 else (np.int64(1) << sig_bits) - sp
-        fo[i] = v * sig
+        fo[i] = times_sigmoid(v, v + (v >> 1) + (v >> 3) + (v >> 4), frac_bits, sig_bits)

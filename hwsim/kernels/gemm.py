@@ -86,14 +86,15 @@ def _gemm_i64(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 @njit(cache=True)
 def _add_bias_saturate(acc: np.ndarray, bias: np.ndarray, lo: int, hi: int, out: np.ndarray) -> int:
     g_count, m, n = acc.shape
-    has_bias = bias.shape[0] > 0
+    has_bias = bias.shape[1] > 0
+    per_group = bias.shape[0] > 1
     saturated = 0
     for g in range(g_count):
         for i in range(m):
             for j in range(n):
                 v = np.int64(acc[g, i, j])
                 if has_bias:
-                    v += bias[j]
+                    v += bias[g if per_group else 0, j]
                 v, hit = clamp(v, lo, hi)
                 saturated += hit
                 out[g, i, j] = v
@@ -109,7 +110,8 @@ def gemm(a: np.ndarray, b: np.ndarray | PackedB, bias: np.ndarray | None = None,
     """acc[g, m, n] = sum_k a[g, m, k] * b[g, n, k] + bias[n], saturated to signed ``acc_bits``.
 
     Returns ``(acc int32 [G, M, N], number of saturated outputs)``. ``a`` is a 3-D int16-compatible array; ``b`` is
-    one too, or a ``PackedB`` from ``pack_b`` (weights: packed once per layer).
+    one too, or a ``PackedB`` from ``pack_b`` (weights: packed once per layer). ``bias`` is [N], or [G, N] for a bias
+    per group (a grouped convolution's output channels).
     """
     if not isinstance(b, PackedB):
         if b.ndim != 3:
@@ -120,20 +122,23 @@ def gemm(a: np.ndarray, b: np.ndarray | PackedB, bias: np.ndarray | None = None,
     if not 2 <= acc_bits <= 32:
         raise ValueError(f"accumulator width must be 2..32 bits, got {acc_bits}")
     a16 = np.ascontiguousarray(a, dtype=np.int16)
-    bias64 = np.zeros(0, np.int64) if bias is None else np.ascontiguousarray(bias, dtype=np.int64)
     g, m, k = a16.shape
     b_n = b.n
+    bias64 = np.zeros((1, 0), np.int64) if bias is None else np.ascontiguousarray(bias, dtype=np.int64).reshape(-1, b_n)
+    if bias64.shape[0] not in (1, g):
+        raise ValueError(f"gemm bias of shape {np.shape(bias)} fits neither [N] nor [G, N] = [{g}, {b_n}]")
     bound = k * _max_abs(a16) * b.max_abs + _max_abs(bias64)
     lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
     if bound <= INT32_MAX:  # int32 never wraps: the micro-kernel adds the bias too
-        bias32 = np.zeros(b.panels.shape[1] * COLS, np.int32)
-        bias32[:len(bias64)] = bias64
+        bias32 = np.zeros((bias64.shape[0], b.panels.shape[1] * COLS), np.int32)
+        bias32[:, :bias64.shape[1]] = bias64
+        bias32 = bias32.reshape(-1)
         raw = np.empty((g, m, b_n), dtype=np.int32)
         if m and b_n:
             gemm_i32_tiled(_pairs(a16), b.panels, bias32, raw)
         if bound <= hi:
             return raw, 0
-        bias64 = np.zeros(0, np.int64)  # already added
+        bias64 = np.zeros((1, 0), np.int64)  # already added
     else:
         raw = np.empty((g, m, b_n), dtype=np.int64)
         _gemm_i64(a16, b.unpack(), raw)

@@ -98,13 +98,15 @@ def gemm_i32_tiled(a: np.ndarray, panels: np.ndarray, bias: np.ndarray, out: np.
     """out[g, i, j] = bias[j] + sum_k a[g, i, k] * b[g, j, k] with int32 accumulation, tile by tile.
 
     ``a`` int32 pairs [G, Mp, K2] with Mp >= ROWS (rows past out's M are padding); ``panels`` int16
-    [G, ceil(N / COLS), K2, 2 * COLS]; ``bias`` int32 [ceil(N / COLS) * COLS]; ``out`` int32 [G, M, N]. Full tiles store straight into ``out``; edge tiles
+    [G, ceil(N / COLS), K2, 2 * COLS]; ``bias`` int32 [ceil(N / COLS) * COLS], or G such vectors end to end (a bias
+    per group: grouped convolutions); ``out`` int32 [G, M, N]. Full tiles store straight into ``out``; edge tiles
     go through a scratch tile, and the last row block is shifted up to end at row M (its overlap is not stored twice).
     """
     g_count, mp, k2 = a.shape
     n_blocks = panels.shape[1]
     m, n = out.shape[1], out.shape[2]
     row_blocks = (m + ROWS - 1) // ROWS
+    bias_stride = n_blocks * COLS if bias.shape[0] > n_blocks * COLS else 0
     for task in prange(g_count * row_blocks):
         g = task // row_blocks
         start = (task % row_blocks) * ROWS
@@ -115,9 +117,10 @@ def gemm_i32_tiled(a: np.ndarray, panels: np.ndarray, bias: np.ndarray, out: np.
             j0 = jb * COLS
             b_offset = (g * n_blocks + jb) * k2 * 2 * COLS
             if i0 == start and start + ROWS <= m and j0 + COLS <= n:
-                tile_dot(a, a_offset, k2, panels, b_offset, k2, bias, j0, out, (g * m + start) * n + j0, n)
+                tile_dot(a, a_offset, k2, panels, b_offset, k2, bias, g * bias_stride + j0, out, (g * m + start) * n + j0,
+                         n)
             else:
-                tile_dot(a, a_offset, k2, panels, b_offset, k2, bias, j0, scratch, 0, COLS)
+                tile_dot(a, a_offset, k2, panels, b_offset, k2, bias, g * bias_stride + j0, scratch, 0, COLS)
                 for r in range(start - i0, min(ROWS, m - i0)):
                     for c in range(min(COLS, n - j0)):
                         out[g, i0 + r, j0 + c] = scratch[r * COLS + c]

@@ -69,14 +69,15 @@ def requant_dyadic(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, qmi
 
 @njit(cache=True, parallel=True)
 def add_aligned(a: np.ndarray, b: np.ndarray, shift_a: int, shift_b: int, qmin: int, qmax: int,
-                out: np.ndarray) -> int:
-    """Residual add with alignment: out = clamp(rshift_round(a, shift_a) + rshift_round(b, shift_b)); saturation count."""
+                out: np.ndarray, sign_b: int = 1) -> int:
+    """Residual add with alignment: out = clamp(rshift_round(a, shift_a) + sign_b * rshift_round(b, shift_b));
+    ``sign_b`` = -1 subtracts (EfficientFormer's pool(x) - x); returns the saturation count."""
     saturated = 0
     fa = a.ravel()
     fb = b.ravel()
     fo = out.ravel()
     for i in prange(fa.shape[0]):
-        v = rshift_round(np.int64(fa[i]), shift_a) + rshift_round(np.int64(fb[i]), shift_b)
+        v = rshift_round(np.int64(fa[i]), shift_a) + sign_b * rshift_round(np.int64(fb[i]), shift_b)
         v, hit = clamp(v, qmin, qmax)
         saturated += hit
         fo[i] = v

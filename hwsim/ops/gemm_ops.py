@@ -109,11 +109,21 @@ def run_linear(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list
     return [out.reshape(x.shape[:-1] + (w.n,))], sat
 
 
+def conv_geometry(op: Op) -> tuple[int, int, int]:
+    """(stride, padding, groups) of a Conv2d op."""
+    return int(op.attrs.get("stride", 1)), int(op.attrs.get("padding", 0)), int(op.attrs.get("groups", 1))
+
+
 def check_conv(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
     (x,) = shapes
     w = param_shape(op, program, "weight")
-    stride, pad = int(op.attrs.get("stride", 1)), int(op.attrs.get("padding", 0))
-    need(len(x) == 3 and len(w) == 4 and x[0] == w[1], f"conv weight {w} does not fit input {x} (want [O, {x[0]}, kh, kw])")
+    stride, pad, groups = conv_geometry(op)
+    need(stride >= 1 and pad >= 0, f"conv stride {stride} / padding {pad}: want stride >= 1, padding >= 0")
+    need(len(x) == 3 and len(w) == 4, f"conv weight {w} / input {x}: want [O, C / groups, kh, kw] and [C, H, W]")
+    need(groups >= 1 and x[0] % groups == 0 and w[0] % groups == 0,
+         f"groups {groups} must divide the input channels {x[0]} and the output channels {w[0]}")
+    need(x[0] == w[1] * groups, f"conv weight {w} does not fit input {x} with {groups} groups "
+                                f"(want [O, {x[0] // groups}, kh, kw])")
     _check_operand_widths(op, program, [op.inputs[0], op.params["weight"]])
     b = param_shape(op, program, "bias", required=False)
     need(b is None or b == (w[0],), f"bias shape {b}, want ({w[0]},)")
@@ -123,9 +133,10 @@ def check_conv(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[
     return [(w[0], h, wd)]
 
 
-def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad: int) -> np.ndarray:
-    """[B, C, H, W] -> [B, H'*W', C*kh*kw] patches (row-major over output positions, C-major within a patch)."""
-    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad: int, pad_value: int = 0) -> np.ndarray:
+    """[B, C, H, W] -> [B, H'*W', C*kh*kw] patches (row-major over output positions, C-major within a patch); the
+    border is padded with ``pad_value`` (the input's zero point: a real zero)."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=pad_value)
     b, c, h, w = x.shape
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
     view = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
@@ -133,19 +144,39 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad: int) -> np.ndarray
 
 
 def reference_conv(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
-    acc = R.conv2d(args[0], program.param(op, "weight"), program.param(op, "bias"), int(op.attrs.get("stride", 1)),
-                   int(op.attrs.get("padding", 0)))
+    stride, pad, groups = conv_geometry(op)
+    acc = R.conv2d(args[0], program.param(op, "weight"), program.param(op, "bias"), stride, pad, groups,
+                   program.tensors[op.inputs[0]].zero_point)
     return R.saturate(acc, _acc_bits(op), True)[0]
+
+
+def _grouped_weight(program: Program, op: Op, groups: int) -> PackedB:
+    """The weight [O, C / G, kh, kw] as G GEMM right operands [G, O / G, C / G * kh * kw], packed once."""
+    w = program.constants[op.params["weight"]]
+    return program.derived(f"conv_panels:{op.params['weight']}:{groups}",
+                           lambda: pack_b(w.reshape(groups, len(w) // groups, -1)))
 
 
 @register_op("Conv2d", check_conv, reference_conv, price_conv)
 def run_conv(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """A convolution as GEMMs over im2col rows, one per group (Chellapilla et al., 2006). The input's zero point pads
+    the border and is the operand as stored: the lowering folds -z * sum(W) into the bias (exact with that padding).
+    """
     (x,) = inputs
     o, _, kh, kw = program.constants[op.params["weight"]].shape
-    stride, pad = int(op.attrs.get("stride", 1)), int(op.attrs.get("padding", 0))
-    cols = im2col(x, kh, kw, stride, pad)
+    stride, pad, groups = conv_geometry(op)
+    cols = im2col(x, kh, kw, stride, pad, program.tensors[op.inputs[0]].zero_point)
     bsz, positions, k = cols.shape
-    out, sat = gemm(cols.reshape(1, bsz * positions, k), packed_weight(program, op), program.param(op, "bias"), _acc_bits(op))
+    rows = cols.reshape(1, bsz * positions, k)
+    if groups > 1:
+        rows = rows.reshape(bsz * positions, groups, k // groups).transpose(1, 0, 2)
+    bias = program.param(op, "bias")
+    if bias is not None and groups > 1:
+        bias = bias.reshape(groups, o // groups)
+    out, sat = gemm(rows, _grouped_weight(program, op, groups) if groups > 1 else packed_weight(program, op), bias,
+                    _acc_bits(op))
+    if groups > 1:
+        out = out.transpose(1, 0, 2)
     ho = (x.shape[2] + 2 * pad - kh) // stride + 1
     return [out.reshape(bsz, ho, positions // ho, o).transpose(0, 3, 1, 2).copy()], sat
 

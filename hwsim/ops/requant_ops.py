@@ -110,7 +110,8 @@ def check_add(op: Op, program: Program, shapes: list[tuple[int, ...]]) -> list[t
 
 def reference_add(op: Op, program: Program, args: list[np.ndarray]) -> np.ndarray:
     a, b = np.broadcast_arrays(*args)
-    return R.add(a, b, int(op.attrs.get("shift_a", 0)), int(op.attrs.get("shift_b", 0)), program.tensors[op.outputs[0]].bits)
+    return R.add(a, b, int(op.attrs.get("shift_a", 0)), int(op.attrs.get("shift_b", 0)), program.tensors[op.outputs[0]].bits,
+                 bool(op.attrs.get("subtract", False)))
 
 
 @register_op("Add", check_add, reference_add, price_add)
@@ -119,5 +120,6 @@ def run_add(op: Op, program: Program, inputs: list[np.ndarray]) -> tuple[list[np
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     out = np.empty(a.shape, dtype=np.int32)
     lo, hi = out_range(op, program)
-    sat = add_aligned(a, b, int(op.attrs.get("shift_a", 0)), int(op.attrs.get("shift_b", 0)), lo, hi, out)
+    sat = add_aligned(a, b, int(op.attrs.get("shift_a", 0)), int(op.attrs.get("shift_b", 0)), lo, hi, out,
+                      -1 if op.attrs.get("subtract", False) else 1)
     return [out], int(sat)

@@ -108,8 +108,42 @@ def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, shift: np.ndar
     return saturate(round_shift(acc, np.asarray(shift, I64)), bits, True)[0]
 
 
-def add(a: np.ndarray, b: np.ndarray, shift_a: int, shift_b: int, bits: int) -> np.ndarray:
-    return saturate(round_shift(a, shift_a) + round_shift(b, shift_b), bits, True)[0]
+def add(a: np.ndarray, b: np.ndarray, shift_a: int, shift_b: int, bits: int, subtract: bool = False) -> np.ndarray:
+    right = round_shift(b, shift_b)
+    return saturate(round_shift(a, shift_a) + (-right if subtract else right), bits, True)[0]
+
+
+def silu(x: np.ndarray, frac_bits: int, sig_bits: int = 8) -> np.ndarray:
+    """x * sigmoid(x): GELU's shift sigmoid (``gelu``) at gain 1."""
+    v = np.asarray(x, I64)
+    e = _exp_fixed(-np.abs(v), frac_bits)
+    sp = (I64(1) << (15 + sig_bits)) // ((I64(1) << 15) + e)
+    return v * np.where(v >= 0, sp, (I64(1) << sig_bits) - sp)
+
+
+def hardswish(x: np.ndarray, frac_bits: int) -> np.ndarray:
+    """x * clip(x + 3, 0, 6), the 1/6 left to the scale."""
+    v = np.asarray(x, I64)
+    return v * np.clip(v + 3 * 2**frac_bits, 0, 6 * 2**frac_bits)
+
+
+def avgpool2d(x: np.ndarray, kernel: int, stride: int, padding: int, count_include_pad: bool, zero_point: int,
+              frac_bits: int) -> np.ndarray:
+    """2^F * window mean through a 16-bit reciprocal of the window's count (hwsim.kernels.pool), x [B, C, H, W]."""
+    v = np.asarray(x, I64) - zero_point
+    b, c, h, w = v.shape
+    ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    out = np.zeros((b, c, ho, wo), I64)
+    for i in range(ho):
+        for j in range(wo):
+            r0, q0 = i * stride - padding, j * stride - padding
+            rows = slice(max(r0, 0), min(r0 + kernel, h))
+            cols = slice(max(q0, 0), min(q0 + kernel, w))
+            total = v[:, :, rows, cols].sum(axis=(2, 3))
+            count = kernel * kernel if count_include_pad else (rows.stop - rows.start) * (cols.stop - cols.start)
+            recip = ((1 << (frac_bits + 17)) // count + 1) >> 1
+            out[:, :, i, j] = (total * recip + (1 << 15)) >> 16
+    return out
 
 
 def log2_decode(codes: np.ndarray, code_bits: int) -> np.ndarray:
@@ -158,15 +192,22 @@ def requant_twin(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, m: in
     return np.where(x < 0, np.minimum(fine, 0), np.maximum(coarse, 0))
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int, padding: int) -> np.ndarray:
-    """Direct convolution, x [B, C, H, W], w [O, C, kh, kw] -> int64 [B, O, H', W']."""
-    x = np.pad(np.asarray(x, I64), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    o, c, kh, kw = w.shape
+def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int, padding: int, groups: int = 1,
+           pad_value: int = 0) -> np.ndarray:
+    """Direct convolution, x [B, C, H, W], w [O, C / groups, kh, kw] -> int64 [B, O, H', W']: for every kernel tap,
+    the strided input window times that tap's weights, summed; output channel o reads the input channels of group
+    o // (O / groups); the border holds ``pad_value``."""
+    x = np.pad(np.asarray(x, I64), ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=pad_value)
+    o, cg, kh, kw = w.shape
+    b = x.shape[0]
     h_out = (x.shape[2] - kh) // stride + 1
     w_out = (x.shape[3] - kw) // stride + 1
-    out = np.zeros((x.shape[0], o, h_out, w_out), dtype=I64)
-    for i in range(h_out):
-        for j in range(w_out):
-            patch = x[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
-            out[:, :, i, j] = np.einsum("bchw,ochw->bo", patch, np.asarray(w, I64))
+    wg = np.asarray(w, I64).reshape(groups, o // groups, cg, kh, kw)
+    out = np.zeros((b, groups, o // groups, h_out, w_out), dtype=I64)
+    for di in range(kh):
+        for dj in range(kw):
+            window = x[:, :, di:di + stride * (h_out - 1) + 1:stride, dj:dj + stride * (w_out - 1) + 1:stride]
+            window = window.reshape(b, groups, cg, h_out, w_out)
+            out += np.einsum("bgchw,goc->bgohw", window, wg[:, :, :, di, dj])
+    out = out.reshape(b, o, h_out, w_out)
     return out if bias is None else out + np.asarray(bias, I64)[None, :, None, None]

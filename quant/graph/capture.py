@@ -3,13 +3,16 @@
 ``capture(model, input_shape)`` returns a ``Captured``: a ``torch.fx.GraphModule`` (a deep copy; the caller's model is
 never touched) in which
 - timm's fused attention is off, so attention is explicit ``matmul -> softmax -> matmul`` (timm.layers.set_fused_attn);
-- every node carries ``meta["kind"]`` (the op vocabulary the quantizer and the lowering know: ``linear``, ``conv2d``,
-  ``matmul``, ``layernorm``, ``gelu``, ``softmax``, ``add``, ``scale`` (multiply by a number), ``mean``, ``sum``, ``layout``,
+- every node carries ``meta["kind"]`` (the op vocabulary the quantizer and the lowering know: ``linear``, ``conv2d``
+  (any groups), ``matmul``, ``layernorm``, ``gelu``, ``silu``, ``hardswish``, ``relu``, ``softmax``, ``avgpool``, ``add``,
+  ``sub``, ``mul`` (a product of two tensors), ``scale`` (multiply or divide by a number), ``mean``, ``sum``, ``layout``,
   ``const``, ``input``, ``output``, ``meta`` for shape arithmetic) and ``meta["path"]``, a stable name built from the
   module path (``blocks.3.attn.qkv``, ``blocks.3.attn.matmul_qk``, ``blocks.3.add_1``);
 - identities (Dropout, Identity, DropPath in eval, mask helpers that return their input, contiguous, pad by zero)
-  are removed, and the re-parameterisations of quant.graph.reparam applied (attention scale, LayerScale, mean
-  pooling into the classifier);
+  are removed, and the re-parameterisations of quant.graph.reparam applied (attention scale, BatchNorm into the
+  convolution before it, LayerScale, global average pooling as a mean, mean pooling into the classifier);
+- control flow on traced values (timm's MobileViT checks its map's size) is settled at the traced shapes
+  (``_Tracer.to_bool``), and shape assertions are dropped;
 - sub-graphs that depend on no image (relative-position bias gathered from its table, Swin's attention mask, the class
   token expanded over the batch) are folded into constant buffers;
 - every value records its batch layout from two shape propagations (batch 1 and batch 2): ``meta["bdim"]`` is the axis
@@ -34,7 +37,12 @@ from quant.graph import reparam
 from quant.parts import QuantError
 
 LEAF_MODULES = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.LayerNorm, torch.nn.GELU, torch.nn.Softmax,
-                torch.nn.Dropout, torch.nn.Identity)
+                torch.nn.Dropout, torch.nn.Identity, torch.nn.BatchNorm2d, torch.nn.SiLU, torch.nn.ReLU,
+                torch.nn.Hardswish, torch.nn.AdaptiveAvgPool2d, torch.nn.AvgPool2d, torch.nn.Flatten)
+# Element-wise activations with an integer kernel (hwsim.kernels.activations), by module class or function.
+ACTIVATIONS = {torch.nn.SiLU: "silu", torch.nn.ReLU: "relu", torch.nn.Hardswish: "hardswish",
+               torch.nn.functional.silu: "silu", torch.nn.functional.relu: "relu",
+               torch.nn.functional.hardswish: "hardswish", torch.relu: "relu"}
 IDENTITY_MODULES = (torch.nn.Dropout, torch.nn.Identity)
 
 _LAYOUT_METHODS = {"reshape", "view", "flatten", "permute", "transpose", "contiguous", "unbind", "unsqueeze", "squeeze",
@@ -70,8 +78,53 @@ class Captured:
 
 
 class _Tracer(fx.Tracer):
+    """torch.fx's tracer with our leaf modules, and control flow on traced values settled at the traced shapes.
+
+    timm's MobileViT block branches on its feature map's size (``if new_h != H: interpolate``), which plain
+    symbolic tracing rejects. ``to_bool`` runs the part of the graph the condition depends on for the example
+    inputs (batch 1 and batch 2) and takes the branch they take; a condition whose value differs between the two
+    batches (it depends on the batch size, or on the data) is refused. The graph is then specialised to the traced
+    image size, as the integer program is anyway.
+    """
+
+    def __init__(self, examples: tuple[torch.Tensor, ...]) -> None:
+        super().__init__()
+        self.examples = examples
+        self._concrete = False  # evaluating a condition: modules and attributes behave as in eager mode
+
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+        if isinstance(m, torch.nn.BatchNorm2d) and type(m) is not torch.nn.BatchNorm2d:
+            return False  # timm's BatchNormAct2d: traced through, so its activation becomes a node of its own
         return isinstance(m, LEAF_MODULES) or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m: torch.nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        return forward(*args, **kwargs) if self._concrete else super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict) -> Any:
+        return attr_val if self._concrete else super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        needed, stack = set(), [obj.node]
+        while stack:
+            n = stack.pop()
+            if n not in needed:
+                needed.add(n)
+                stack.extend(n.all_input_nodes)
+        graph, env = fx.Graph(), {}
+        for n in self.graph.nodes:
+            if n in needed:
+                env[n] = graph.node_copy(n, lambda a: env[a])
+        graph.output(env[obj.node])
+        self._concrete = True  # before building the module: copying attributes must not record graph nodes
+        try:
+            part = fx.GraphModule(self.root, graph)
+            with torch.no_grad():
+                taken = {bool(part(x)) for x in self.examples}
+        finally:
+            self._concrete = False
+        if len(taken) != 1:
+            raise UnsupportedOp(f"control flow on {obj.node.name} depends on the batch size")
+        return taken.pop()
 
 
 class _Recorder(fx.Interpreter):
@@ -116,6 +169,12 @@ def _classify(n: fx.Node, gm: fx.GraphModule, values: dict[fx.Node, Any]) -> str
         return "meta"
     if n.op == "call_module":
         m = gm.get_submodule(n.target)
+        if type(m) in ACTIVATIONS:
+            return ACTIVATIONS[type(m)]
+        if isinstance(m, torch.nn.Flatten):
+            return "layout"
+        if isinstance(m, torch.nn.AvgPool2d):
+            return "avgpool"
         for cls, kind in ((torch.nn.Linear, "linear"), (torch.nn.Conv2d, "conv2d"), (torch.nn.LayerNorm, "layernorm"),
                           (torch.nn.GELU, "gelu"), (torch.nn.Softmax, "softmax")):
             if isinstance(m, cls):
@@ -129,15 +188,21 @@ def _classify(n: fx.Node, gm: fx.GraphModule, values: dict[fx.Node, Any]) -> str
             return "softmax"
         if target in ("mean", "sum"):
             return target
-        if target in ("add", "mul", "matmul"):
-            target = {"add": operator.add, "mul": operator.mul, "matmul": operator.matmul}[target]
+        if target in ("add", "sub", "mul", "matmul", "div"):
+            target = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "matmul": operator.matmul,
+                      "div": operator.truediv}[target]
     if target in (operator.matmul, torch.matmul):
         return "matmul"
     if target in (operator.add, torch.add):
         return "add"
+    if target in (operator.sub, torch.sub):
+        return "sub"
+    tensors = [a for a in n.args if isinstance(a, fx.Node) and _is_tensor(values.get(a))]
     if target in (operator.mul, torch.mul):
-        tensors = [a for a in n.args if isinstance(a, fx.Node) and _is_tensor(values.get(a))]
-        return "scale" if len(tensors) == 1 else "unknown"
+        return "scale" if len(tensors) == 1 else "mul"
+    if target in (operator.truediv, torch.div) and len(tensors) == 1 and n.args[0] is tensors[0] \
+            and isinstance(n.args[1], (int, float)) and not n.kwargs:
+        return "scale"
     if target is torch.mean:
         return "mean"
     if target is torch.sum:
@@ -146,6 +211,10 @@ def _classify(n: fx.Node, gm: fx.GraphModule, values: dict[fx.Node, Any]) -> str
         return "softmax"
     if target in _LAYOUT_FUNCTIONS:
         return "layout"
+    if target in ACTIVATIONS:
+        return ACTIVATIONS[target]
+    if n.op == "call_method" and target in ("relu", "sigmoid"):
+        return "relu" if target == "relu" else "unknown"
     return "unknown"
 
 
@@ -298,16 +367,27 @@ def capture(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Captured:
     for m in model.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = False
+        if getattr(m, "inplace", False) is True:  # an in-place activation would look like an identity below
+            m.inplace = False
     reparam.fold_attention_scale(model)
+    gen = torch.Generator().manual_seed(0)
+    x1 = torch.randn((1, *input_shape), generator=gen)
+    x2 = torch.randn((2, *input_shape), generator=gen)
     try:
-        graph = _Tracer().trace(model, concrete_args=_concrete_args(model))
+        graph = _Tracer((x1, x2)).trace(model, concrete_args=_concrete_args(model))
+    except UnsupportedOp:
+        raise
     except Exception as err:  # torch.fx raises many types; the user needs one line
         raise UnsupportedOp(f"{type(model).__name__}: torch.fx cannot trace it ({type(err).__name__}: "
                             f"{str(err).splitlines()[0] if str(err) else ''})") from None
     gm = fx.GraphModule(model, graph)
-    gen = torch.Generator().manual_seed(0)
-    x1 = torch.randn((1, *input_shape), generator=gen)
-    x2 = torch.randn((2, *input_shape), generator=gen)
+    for n in list(gm.graph.nodes):  # shape assertions (timm's BatchNormAct2d): the traced shapes are fixed
+        if n.op == "call_function" and n.target is torch._assert:
+            gm.graph.erase_node(n)
+    gm.graph.eliminate_dead_code()  # the settled conditions
+    reparam.fold_batchnorm(gm)
+    reparam.pool_to_mean(gm)
+    gm.recompile()
     values, values2 = _record(gm, x1), _record(gm, x2)
     _remove_identities(gm, values, values2)
     _fold_constants(gm, values, values2)
