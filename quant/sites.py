@@ -157,8 +157,8 @@ class QuantGraph(torch.nn.Module):
                 swap(node, q)
                 src = _source(node.args[0])
                 role = {"layernorm": "ptf", **SKEWED_SOURCES}.get(src.meta.get("kind"), "tensor")
-                if role == "ptf" and len(_users_through(src)) > 1:
-                    role = "tensor"
+                if role == "ptf" and (len(_users_through(src)) > 1 or kind != "linear"):
+                    role = "tensor"  # PTF's factors run along a Linear's input features (the last axis)
                 site = site_on_edge(node, node.args[0], f"{name}.in", role, b["abits"])
                 q.input_site.append(site)
                 gemms[name] = Gemm(name, kind, q, [site], b["wbits"], b["abits"])

@@ -31,11 +31,12 @@ def _check_constants(program: Program) -> None:
 
 
 # Zero points: a Requant adds one (after rounding) and a LayerNorm adds one through its beta (z 2^shift), layout ops
-# move codes and keep theirs, and only a Linear does arithmetic on one (the exporter folds -z * sum_k W_nk into its
-# bias, so the op multiplies raw codes). Everywhere else a non-zero zero point would be silently ignored.
-ZERO_POINT_PRODUCERS = ("Requant", "LayerNorm")
+# and ReLU (max(x, z)) keep theirs, and only a Linear or Conv2d (the exporter folds -z * sum_k W_nk into the bias, so
+# the op multiplies raw codes; a Conv2d pads with z), AvgPool2d and Mul (they subtract it) do arithmetic on one.
+# Everywhere else a non-zero zero point would be silently ignored.
+ZERO_POINT_PRODUCERS = ("Requant", "LayerNorm", "ReLU")
 LAYOUT_KINDS = ("Reshape", "Permute", "Slice", "Roll", "Concat")
-ZERO_POINT_CONSUMERS = ("Linear",) + LAYOUT_KINDS
+ZERO_POINT_CONSUMERS = ("Linear", "Conv2d", "ReLU", "AvgPool2d", "Mul") + LAYOUT_KINDS
 
 
 def _check_zero_points(program: Program) -> None:

@@ -6,7 +6,8 @@ with its shortcut Add and the MLP branch with its shortcut Add (``branch``: two 
 transformer block (``block``), or ``k`` consecutive blocks (``blocks:k``). Blocks are found by name, as everywhere in vitsim: every ``<prefix>.attn.qkv``
 starts one (``blocks.3`` in a ViT, ``layers.1.blocks.0`` in a Swin). A unit is extracted as its own
 ``torch.fx.GraphModule`` whose placeholders are the values it reads from outside and whose output is the one value
-it hands on; it calls the same quantizer and layer modules as the whole graph (no copies), so whatever a unit learns
+it hands on (blocks separated by other layers that read a block's input again, as in a MobileViT, form one unit per
+chain of adjacent blocks instead); it calls the same quantizer and layer modules as the whole graph (no copies), so whatever a unit learns
 is what the model, and its lowering, use afterwards. ``Unit.prefix`` computes the unit's inputs from the model input.
 """
 from __future__ import annotations
@@ -109,6 +110,34 @@ def _split_at_first_shortcut(nodes: list[fx.Node], prefix: str) -> tuple[list[fx
     raise QuantError(f"block {prefix} has no residual Add to split at")
 
 
+def _group_unit(gm: fx.GraphModule, group: list[str]) -> Unit:
+    order = list(gm.graph.nodes)
+    nodes = order[order.index(_run(gm, group[0])[0]):order.index(_run(gm, group[-1])[-1]) + 1]
+    return _unit(gm, group[0] if len(group) == 1 else f"{group[0]}..{group[-1]}", nodes)
+
+
+def _multi_block_units(gm: fx.GraphModule, group: list[str]) -> list[Unit]:
+    """One unit over consecutive blocks; where that unit would hand on several values (a hybrid: MobileViT's
+    convolutions between its transformer blocks read the block's input again), one unit per chain of blocks
+    with no GEMM between them instead (the transformer blocks of one MobileViT block)."""
+    try:
+        return [_group_unit(gm, group)]
+    except QuantError as err:
+        if "values leave it" not in str(err):
+            raise
+        order = list(gm.graph.nodes)
+        chains = [[group[0]]]
+        for prev, nxt in zip(group, group[1:]):
+            between = order[order.index(_run(gm, prev)[-1]) + 1:order.index(_run(gm, nxt)[0])]
+            if any(n.meta.get("kind") in ("linear", "conv2d", "matmul") for n in between):
+                chains.append([nxt])
+            else:
+                chains[-1].append(nxt)
+        if len(chains) == 1:
+            raise
+        return [_group_unit(gm, chain) for chain in chains]
+
+
 def layer_unit(gm: fx.GraphModule, layer: str) -> Unit:
     """One GEMM with the quantization sites on its inputs."""
     order = list(gm.graph.nodes)
@@ -136,11 +165,9 @@ def units(gm: fx.GraphModule, granularity: str, layers: list[str] | None = None)
         k = int(m.group(1))
         if k < 1:
             raise QuantError(f"unit granularity {granularity!r}: want at least one block")
-        out, order = [], list(gm.graph.nodes)
+        out = []
         for i in range(0, len(blocks), k):
-            group = blocks[i:i + k]
-            nodes = order[order.index(_run(gm, group[0])[0]):order.index(_run(gm, group[-1])[-1]) + 1]
-            out.append(_unit(gm, group[0] if len(group) == 1 else f"{group[0]}..{group[-1]}", nodes))
+            out += _multi_block_units(gm, blocks[i:i + k])
         return out
     if granularity not in GRANULARITIES:
         raise QuantError(f"unit granularity {granularity!r}, want one of {GRANULARITIES + ('blocks:K',)}")

@@ -23,6 +23,10 @@ TIMM = {
     "vit_small_patch16_224": {"Concat"},
     "deit3_small_patch16_224": {"Concat"},                      # LayerScale folded into proj / fc2
     "swin_tiny_patch4_window7_224": {"Roll", "ReduceSum"},      # shifted windows, mean pooling
+    # hybrids: BatchNorm folded into convs, depthwise convs, SiLU, the MobileViT unfold/fold and fusion concat
+    "mobilevit_xs": {"Conv2d", "SiLU", "Concat", "ReduceSum"},
+    # pooling mixer (pool(x) - x), LayerScale on it as a Mul, ReLU stem, GELU MLPs of 1x1 convs, split q/k/v
+    "efficientformer_l1": {"AvgPool2d", "Mul", "ReLU", "GELU", "Slice"},
 }
 
 
@@ -70,6 +74,22 @@ def test_swin_fmnist_is_bit_exact(method, fmnist_test):
     _check(net, "swin_fmnist", calib, fmnist_test[0][:2], method, {"Roll", "ReduceSum"})
 
 
+@pytest.mark.parametrize("method", ["p2vit", "minmax", "ptq4vit", "mptq", "repq", "isvit-sulq", "isvit-short",
+                                    "pfcr-short"])
+def test_mobilevit_fmnist_is_bit_exact(method, fmnist_test):
+    torch.manual_seed(0)
+    net = create_model("mobilevit_fmnist", pretrained=False)
+    calib = calibration_data("fmnist", net, 8, seed=0)
+    q = quantize_model(net, calib, _method(method), default_map(8, 8), name="mobilevit_fmnist")
+    program = q.export()
+    convs = [op for op in program.ops if op.kind == "Conv2d"]
+    assert any(op.attrs.get("groups", 1) == program.spec(op.inputs[0]).shape[0] for op in convs)  # depthwise
+    # P2-ViT gives one-sided operands (after SiLU) a zero point: the padding and the bias must honour it
+    if method == "p2vit":
+        assert any(program.spec(op.inputs[0]).zero_point for op in convs)
+    assert_exact(q, program, fmnist_test[0][:2])
+
+
 def test_one_stored_tensor_read_at_two_widths_is_exact(p2vit_models, fmnist_test):
     """q, k and v share the qkv output; the "mixed" map (tests/conftest.py) reads it with q/k at 4 bits beside v at 8
     and the reverse. The stored tensor must take the wider format and the narrower operands convert: storing at the
@@ -94,6 +114,52 @@ def test_layerscale_and_mean_pooling_folds_keep_the_float_model():
         x = torch.randn(3, *shape)
         with torch.no_grad():
             assert torch.allclose(captured.gm(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+def test_batchnorm_and_pooling_folds_keep_the_float_hybrid():
+    """BatchNorm goes into the convolution before it, global average pooling into the classifier, LayerScale2d into
+    its convolution, and the MobileViT block's size check is settled: the captured graph computes what the model
+    does (trained-like BatchNorm statistics, not the identity of a fresh model), with none of those ops left."""
+    from quant.graph.capture import capture
+
+    for name, shape in (("mobilevit_fmnist", (1, 28, 28)), ("efficientformer_l1", (3, 224, 224))):
+        torch.manual_seed(0)
+        net = create_model(name, pretrained=False)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):  # statistics far from the fresh (0, 1), so a wrong fold shows
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.uniform_(-0.5, 0.5)
+        captured = capture(net, shape)
+        labels = {str(n.target) for n in captured.gm.graph.nodes}
+        assert not any("batch_norm" in t or "AdaptiveAvgPool" in t for t in labels)
+        assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.AdaptiveAvgPool2d))
+                       for m in captured.gm.modules())
+        x = torch.randn(3, *shape)
+        with torch.no_grad():
+            assert torch.allclose(captured.gm(x), net(x), atol=1e-4, rtol=1e-4), name
+
+
+def test_control_flow_on_the_batch_size_is_refused():
+    """The capture settles a branch on the traced shapes only when both traced batch sizes take it."""
+    from quant.graph.capture import UnsupportedOp, capture
+
+    class ByBatch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.fc(x.flatten(1))
+            if x.shape[-1] % 2 == 0:     # the same at batch 1 and 2: settled
+                x = x + 1
+            if x.shape[0] > 1:           # differs between the traced batches: refused
+                x = x * 2
+            return x
+
+    with pytest.raises(UnsupportedOp, match="depends on the batch size"):
+        capture(ByBatch(), (1, 2, 2))
 
 
 def test_every_search_width_lowers_bit_exact(p2vit_calibration, fmnist_test):
