@@ -42,4 +42,7 @@ def _config():
 
 @register_model("mobilevit_fmnist", dataset="fmnist", default_checkpoint=CHECKPOINT, recipe=dict(epochs=30))
 def mobilevit_fmnist() -> torch.nn.Module:
-    return import_timm().models.byobnet.ByobNet(_config(), in_chans=1, num_classes=10, img_size=28)
+    model = import_timm().models.byobnet.ByobNet(_config(), in_chans=1, num_classes=10, img_size=28)
+    # a CNN has no patch embedding to read its input size from: say it where timm keeps it (models.data.input_shape)
+    model.pretrained_cfg = {**(getattr(model, "pretrained_cfg", None) or {}), "input_size": (1, 28, 28)}
+    return model

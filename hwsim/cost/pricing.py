@@ -339,12 +339,14 @@ def price_add(op: Op, program: Program, ctx: PriceContext) -> OpCost:
 
 
 def price_silu(op: Op, program: Program, ctx: PriceContext) -> OpCost:
-    """SiLU runs on the GELU unit: the same shift sigmoid without the 1.702 shift-adds (hwsim.kernels.activations)."""
+    """SiLU runs on the GELU unit: the same shift sigmoid without the 1.702 shift-adds (hwsim.kernels.activations).
+    Element-wise on a feature map, it streams the whole map through each unit back to back (one element per cycle)
+    and pays the pipeline's fill once, not once per row as GELU's token rows do."""
     x = program.tensors[op.inputs[0]]
     rows, n = _rows(x)
     e = ctx.hw.energy
     per = 2 * (e.add(16) + e.shift(16)) + 24 * e.add(24) + e.add(9) + e.mult(16, 9)
-    compute = math.ceil(rows / ctx.hw.units.gelu) * gelu_row_cycles(n)
+    compute = gelu_row_cycles(math.ceil(rows * n / ctx.hw.units.gelu))
     cost = _stream(op, program, ctx, "gelu", compute, n * x.bits / 8)
     cost.energy_pj["nonlinear"] = rows * n * per
     cost.energy_pj["sram"] += _unit_sram_pj(ctx, rows * n, x.bits, 1, ctx.out_spec(op, program).bits)
