@@ -257,9 +257,14 @@ class _QuantGemm(torch.nn.Module):
         self.input_site: list[ActQuant] = []
 
     def input_base_scale(self) -> torch.Tensor:
-        """The accumulator's input scale: the input site's scale, its smallest per-channel value under PTF."""
+        """The accumulator's input scale: the input site's scale, its smallest per-channel value under PTF; for a
+        grouped convolution with one input scale per channel, per output channel (each reads one group)."""
         site = self.input_site[0]
-        return site.current_scale().min()
+        scale = site.current_scale()
+        groups = getattr(self, "groups", 1)
+        if scale.numel() > 1 and groups > 1 and scale.numel() == groups:
+            return scale.repeat_interleave(self.weight.shape[0] // groups)
+        return scale.min()
 
     def quant_bias(self, dtype: torch.dtype) -> torch.Tensor | None:
         if self.bias is None:

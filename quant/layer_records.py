@@ -1,5 +1,6 @@
 """Per-GEMM records of the float model on calibration images, aligned row by row: every Linear's input X, output O and
-(optionally) the gradient of the task loss at O; every MatMul's two operands and its product.
+(optionally) the gradient of the task loss at O; every MatMul's two operands and its product; every convolution's
+input map, output map and gradient (``record_convs``).
 
 The loss is PTQ4ViT's (Yuan et al., ECCV 2022): cross-entropy against the float model's own prediction (a pseudo
 label), whose squared output gradients stand for the Hessian diagonal of the layer output (the Fisher
@@ -32,6 +33,40 @@ class MatMulRecord:
 
     def __post_init__(self) -> None:
         self.out = self.a @ self.b
+
+
+@dataclass
+class ConvRecord:
+    x: torch.Tensor                  # [N, C, H, W]
+    out: torch.Tensor                # [N, O, H', W'] (bias included)
+    grad2: torch.Tensor | None       # [N, O, H', W'] squared gradients of the loss at the output
+
+
+def record_convs(qg: QuantGraph, images: torch.Tensor, grads: bool = True) -> dict[str, ConvRecord]:
+    """Records of every convolution of ``qg`` on ``images`` (one batch, whole maps), with the same loss as
+    ``record_gemms``."""
+    kept: dict[str, list] = {}
+    hooks = []
+    for name, g in qg.gemms.items():
+        if g.kind == "conv2d":
+            def keep(module, args, out, name=name):
+                if out.requires_grad:
+                    out.retain_grad()
+                kept[name] = [args[0].detach(), out]
+            hooks.append(g.module.register_forward_hook(keep))
+    qg.set_mode("float")
+    try:
+        with torch.enable_grad():
+            logits = qg(images.float())
+            if grads:
+                F.cross_entropy(logits, logits.detach().argmax(-1)).backward()
+    finally:
+        for h in hooks:
+            h.remove()
+        qg.zero_grad(set_to_none=True)
+    return {name: ConvRecord(x.double(), out.detach().double(),
+                             out.grad.double() ** 2 if grads and out.grad is not None else None)
+            for name, (x, out) in kept.items()}
 
 
 def record_gemms(qg: QuantGraph, images: torch.Tensor, grads: bool = True,

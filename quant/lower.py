@@ -367,16 +367,22 @@ def _linear(lw: Lowering, node: fx.Node) -> Val:
 @emitter("conv2d")
 def _conv(lw: Lowering, node: fx.Node) -> Val:
     """A convolution (any groups). An input zero point z pads the border (hwsim's Conv2d) and leaves
-    -z * sum(W[o]) in output channel o's bias, as for a Linear."""
+    -z * sum(W[o]) in output channel o's bias, as for a Linear. A depthwise convolution may take one input scale per
+    channel (Q-HyViT's channel-wise activations): each output channel reads one, so its accumulator has one scale."""
     q = lw.module(node)
     x = lw.vals[node.args[0]]
     name = node.meta["path"]
-    if x.scale is None or _per_axis(x.scale)[1] is not None or x.acc:
-        raise QuantError(f"{name}: a convolution takes per-tensor input codes")
-    base = float(np.asarray(x.scale).reshape(-1)[0])
+    if x.scale is None or x.acc:
+        raise QuantError(f"{name}: a convolution takes input codes")
+    in_vec, in_axis = _per_axis(np.broadcast_to(x.scale, lw.b.program.tensors[x.name].shape))
     w_scale = q.wq.scale.detach().double()
     codes = q.wq.codes(q.weight.detach().double())
-    acc_scale = base * w_scale.numpy()
+    if in_axis is None:
+        acc_scale = float(in_vec[0]) * w_scale.numpy()
+    elif in_axis == 0 and q.groups == len(in_vec) > 1:  # one scale per group: output channel o reads group o // m
+        acc_scale = np.repeat(in_vec, len(codes) // q.groups) * w_scale.numpy()
+    else:
+        raise QuantError(f"{name}: per-channel input scales need a grouped convolution with one channel per group")
     params = {"weight": lw.b.constant(f"{name}.weight", codes, q.wq.bits, scale=Scale(w_scale, 0))}
     if q.bias is not None or x.zero_point:
         lo, hi = qrange(ACC_BITS, True)

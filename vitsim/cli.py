@@ -15,9 +15,12 @@ from typing import Any, Callable
 
 # The PTQ methods (quant.methods.METHODS), listed here so that `vitsim --help` does not import torch;
 # tests/vitsim/test_cli.py checks that the two lists agree.
-METHOD_NAMES = ["minmax", "ptq4vit", "repq", "p2vit", "mptq", "isvit", "pfcr"]
+METHOD_NAMES = ["minmax", "ptq4vit", "repq", "p2vit", "mptq", "isvit", "pfcr", "qhyvit"]
 # Each method's default calibration set (quant.methods: Method.calibration_images), checked against it by the same test.
-METHOD_CALIBRATION = {"minmax": 256, "ptq4vit": 32, "repq": 32, "p2vit": 256, "mptq": 32, "isvit": 1024, "pfcr": 256}
+METHOD_CALIBRATION = {"minmax": 256, "ptq4vit": 32, "repq": 32, "p2vit": 256, "mptq": 32, "isvit": 1024, "pfcr": 256,
+                      "qhyvit": 32}
+# `vitsim table`'s default methods: the ViT methods (Q-HyViT is for hybrids: `make table` names it for mobilevit_fmnist)
+TABLE_METHODS = METHOD_NAMES[:7]
 
 
 def _calib(args: argparse.Namespace) -> int:
@@ -169,14 +172,14 @@ def cmd_explore(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from vitsim.table import DEFAULT_BITS, build_table, markdown, write_readme
 
-    methods = args.methods or METHOD_NAMES
+    methods = args.methods or TABLE_METHODS
     rows = build_table(args.models, methods, args.bits or list(DEFAULT_BITS), args.out, args.limit, fresh=args.fresh,
                        progress=not args.json, results_file=args.results)
     table = markdown(rows)
     Path(args.out, "table.md").write_text(table)
     if args.readme:
         command = "vitsim table " + " ".join(sys.argv[2:])
-        write_readme(args.readme, table, command.strip())
+        write_readme(args.readme, table, command.strip(), args.section)
     _emit({"rows": rows, "table": str(Path(args.out, "table.md")), "readme": args.readme}, args.json,
           lambda r: [table.rstrip(), f"table: {r['table']}" + (f" (and {r['readme']})" if r["readme"] else "")])
     return 0
@@ -293,13 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table", help="every PTQ method x model x bit-width: integer and fake-quant top-1 (README table)",
                        formatter_class=fmt)
     p.add_argument("--models", nargs="+", default=["deit_fmnist", "swin_fmnist"])
-    p.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=None, help="default: every method")
+    p.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=None,
+                   help=f"default: {' '.join(TABLE_METHODS)}")
     p.add_argument("--bits", nargs="+", default=None, help="W/A settings (default: W3A3 W4A4 W6A6 W4A8)")
     p.add_argument("--limit", type=_positive, default=None, help="test images (default: all 10 000)")
     p.add_argument("--out", default="out/table", help="folder: table.md, programs/ and (default) results.jsonl")
     p.add_argument("--results", default=None,
                    help="the resumable JSON-lines rows (default: OUT/results.jsonl; make table keeps them in bench/results/)")
     p.add_argument("--readme", default=None, help="also replace the marked table section of this file (README.md)")
+    p.add_argument("--section", default="",
+                   help="which marked section: <!-- vitsim table SECTION: begin --> (default: the unnamed one)")
     p.add_argument("--fresh", action="store_true", help="recompute rows already in results.jsonl")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_table)

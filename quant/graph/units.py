@@ -138,6 +138,29 @@ def _multi_block_units(gm: fx.GraphModule, group: list[str]) -> list[Unit]:
         return [_group_unit(gm, chain) for chain in chains]
 
 
+def bridge_prefixes(gm: fx.GraphModule) -> list[str]:
+    """Module paths of the bridge blocks of a hybrid (Q-HyViT): the smallest modules that hold both a convolution and
+    a transformer block (a MobileViT block: local convolutions, then transformer blocks over its pixels, then the
+    fusion convolutions), in graph order."""
+    blocks = block_prefixes(gm)
+    convs = [n.meta["path"] for n in gm.graph.nodes if n.meta.get("kind") == "conv2d"]
+    found: list[str] = []
+    for b in blocks:
+        parts = b.split(".")
+        for k in range(len(parts) - 1, 0, -1):
+            prefix = ".".join(parts[:k])
+            if any(c.startswith(prefix + ".") for c in convs):
+                if prefix not in found:
+                    found.append(prefix)
+                break
+    return found
+
+
+def bridge_units(gm: fx.GraphModule) -> list[Unit]:
+    """One unit per bridge block (``bridge_prefixes``)."""
+    return [_unit(gm, prefix, _run(gm, prefix)) for prefix in bridge_prefixes(gm)]
+
+
 def layer_unit(gm: fx.GraphModule, layer: str) -> Unit:
     """One GEMM with the quantization sites on its inputs."""
     order = list(gm.graph.nodes)

@@ -8,11 +8,12 @@ from quant.methods.mptq import MPTQViT
 from quant.methods.p2vit import P2ViT
 from quant.methods.pfcr import PFCR
 from quant.methods.ptq4vit import PTQ4ViT
+from quant.methods.qhyvit import QHyViT
 from quant.methods.repq import RepQViT
 from quant.parts import QuantError
 
 METHODS: dict[str, type[Method]] = {"minmax": MinMax, "ptq4vit": PTQ4ViT, "repq": RepQViT, "p2vit": P2ViT, "mptq": MPTQViT,
-                                  "isvit": ISViT, "pfcr": PFCR}
+                                  "isvit": ISViT, "pfcr": PFCR, "qhyvit": QHyViT}
 
 
 def get_method(name: str) -> Method:

@@ -35,10 +35,11 @@ def _method(name: str):
     unit (what is checked is the program's structure, and that every unit of the architecture reconstructs)."""
     from quant.methods.isvit import ISViT
     from quant.methods.pfcr import PFCR
+    from quant.methods.qhyvit import QHyViT
     from tests.conftest import SulqOnly
 
-    return {"isvit-sulq": SulqOnly(), "isvit-short": ISViT(iterations=2), "pfcr-short": PFCR(iterations=2)}.get(
-        name) or get_method(name)
+    return {"isvit-sulq": SulqOnly(), "isvit-short": ISViT(iterations=2), "pfcr-short": PFCR(iterations=2),
+            "qhyvit-short": QHyViT(iterations=2)}.get(name) or get_method(name)
 
 
 def _check(net: torch.nn.Module, name: str, calib: torch.Tensor, images: np.ndarray, method: str,
@@ -75,7 +76,7 @@ def test_swin_fmnist_is_bit_exact(method, fmnist_test):
 
 
 @pytest.mark.parametrize("method", ["p2vit", "minmax", "ptq4vit", "mptq", "repq", "isvit-sulq", "isvit-short",
-                                    "pfcr-short"])
+                                    "pfcr-short", "qhyvit-short"])
 def test_mobilevit_fmnist_is_bit_exact(method, fmnist_test):
     torch.manual_seed(0)
     net = create_model("mobilevit_fmnist", pretrained=False)
@@ -87,6 +88,25 @@ def test_mobilevit_fmnist_is_bit_exact(method, fmnist_test):
     # P2-ViT gives one-sided operands (after SiLU) a zero point: the padding and the bias must honour it
     if method == "p2vit":
         assert any(program.spec(op.inputs[0]).zero_point for op in convs)
+    assert_exact(q, program, fmnist_test[0][:2])
+
+
+def test_depthwise_conv_with_an_input_scale_per_channel_is_exact(fmnist_test):
+    """Q-HyViT's channel-wise activations at a depthwise convolution: forced on every depthwise input (so the test does
+    not depend on the search choosing it), each output channel's accumulator takes its input channel's scale."""
+    torch.manual_seed(0)
+    net = create_model("mobilevit_fmnist", pretrained=False)
+    q = quantize_model(net, calibration_data("fmnist", net, 8, seed=0), _method("minmax"), default_map(8, 8),
+                       name="mobilevit_fmnist")
+    forced = 0
+    for g in q.qg.gemms.values():
+        if g.kind == "conv2d" and g.module.groups > 1:
+            site = g.inputs[0]
+            channels = g.module.groups
+            site.set_format(site.scale * torch.linspace(0.5, 2.0, channels, dtype=torch.float64), axis=-3)
+            forced += 1
+    assert forced >= 4
+    program = q.export()
     assert_exact(q, program, fmnist_test[0][:2])
 
 
