@@ -51,11 +51,15 @@ lint: setup
 	if [ -z "$$files" ]; then echo "no RTL sources yet"; else \
 	  for f in $$files; do $(RUN) verilator --lint-only -Wall -Irtl/src $$f || exit 1; done; echo "lint clean: $$files"; fi
 
-# Every PTQ method x deit_fmnist and swin_fmnist x W3A3 / W4A4 / W6A6 / W4A8 into the README's table (hours on 2
-# cores; resumable: re-running skips the rows already in bench/results/methods_table.jsonl, which is committed, and
-# measures again the rows of a method whose source changed).
+# Every PTQ method x deit_fmnist and swin_fmnist x W3A3 / W4A4 / W6A6 / W4A8 into the README's table, and the hybrid
+# mobilevit_fmnist x its methods x W8A8 / W6A6 / W4A4 into the hybrids table (hours on 2 cores; resumable: re-running
+# skips the rows already in bench/results/methods_table.jsonl, which is committed, and measures again the rows of a
+# method whose source changed).
+HYBRID_METHODS = minmax repq ptq4vit p2vit qhyvit
 table: setup
 	$(RUN) $(PY) -m vitsim table --results bench/results/methods_table.jsonl --readme README.md
+	$(RUN) $(PY) -m vitsim table --models mobilevit_fmnist --methods $(HYBRID_METHODS) --bits W8A8 W6A6 W4A4 \
+	  --results bench/results/methods_table.jsonl --readme README.md --section hybrids
 
 # Regenerate the cost model's area table (hwsim/configs/area.yaml) from yosys synthesis of the RTL.
 area: setup
