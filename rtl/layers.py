@@ -13,7 +13,7 @@ import numpy as np
 
 from hwsim.cost.cycles import MODE_TWIN, gemm_mode
 from hwsim.ir.schema import Op, Program
-from hwsim.ops.gemm_ops import eta_correction
+from hwsim.ops.gemm_ops import conv_geometry, eta_correction, im2col
 
 GEMM_KINDS = ("qkv", "matmul_qk", "matmul_av", "proj", "fc1", "fc2")
 SHIFT_RANGE = (-16, 47)  # what rtl/src/shift_requant.v implements
@@ -162,6 +162,47 @@ def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image
                 if eta else np.zeros(b.shape[0], np.int64)
             jobs.append(GemmJob(name, lhs[i], np.ascontiguousarray(b), bias, shift, np.zeros(lhs.shape[-1], np.int64),
                                 mode, a_bits, b_bits, qmin, qmax, acc_all[i], out_i, twin_m, twin_signed))
+    return jobs
+
+
+def bridge_prefix(program: Program, block: int) -> str | None:
+    """The module path holding transformer block ``block`` and convolutions too (a hybrid's bridge block: MobileViT's
+    local convolutions, transformer blocks and fusion), None when the block has no convolution around it (a ViT)."""
+    parts = block_prefix(program, block).split(".")
+    convs = [op.name for op in program.ops if op.kind == "Conv2d"]
+    for k in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:k])
+        if any(c.startswith(prefix + ".") for c in convs):
+            return prefix
+    return None
+
+
+def conv_jobs(program: Program, trace: dict[str, np.ndarray], prefix: str, image: int = 0) -> list[GemmJob]:
+    """The convolutions under ``prefix`` as GEMM jobs on the array: im2col rows of the traced input (the border padded
+    with the input's zero point, as hwsim's Conv2d) times the weights, one job per group (a depthwise convolution is
+    C one-column GEMMs: the array has no depthwise mapping, and the cost model prices it so), with the requantization
+    of the op that reads the accumulator."""
+    jobs = []
+    for op in (o for o in program.ops if o.kind == "Conv2d" and o.name.startswith(prefix + ".")):
+        w = program.constants[op.params["weight"]]
+        o, cg, kh, kw = w.shape
+        stride, pad, groups = conv_geometry(op)
+        x = trace[op.inputs[0]][image]
+        cols = im2col(x[None], kh, kw, stride, pad, program.tensors[op.inputs[0]].zero_point)[0]   # [P, C kh kw]
+        rq = _consumer(program, op.outputs[0])
+        acc = trace[op.outputs[0]][image].reshape(o, -1).T                                          # [P, O]
+        out = trace[rq.outputs[0]][image].reshape(o, -1).T
+        shift, qmin, qmax = _requant_params(program, rq, o, None)
+        bias = program.constants[op.params["bias"]] if "bias" in op.params else np.zeros(o, np.int64)
+        a_bits, b_bits = program.tensors[op.inputs[0]].bits, program.tensors[op.params["weight"]].bits
+        og, kg = o // groups, cg * kh * kw
+        for g in range(groups):
+            cut = slice(g * og, (g + 1) * og)
+            name = op.name if groups == 1 else f"{op.name}.group{g}"
+            jobs.append(GemmJob(name, np.ascontiguousarray(cols[:, g * kg:(g + 1) * kg]),
+                                np.ascontiguousarray(w[cut].reshape(og, kg)), bias[cut], shift[cut],
+                                np.zeros(kg, np.int64), gemm_mode(a_bits, b_bits), a_bits, b_bits, qmin, qmax,
+                                np.ascontiguousarray(acc[:, cut]), np.ascontiguousarray(out[:, cut])))
     return jobs
 
 

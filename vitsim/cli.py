@@ -337,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check GEMM layers on the RTL against hwsim (bit-exact, equal cycles)",
                        formatter_class=fmt)
     p.add_argument("program")
-    p.add_argument("--layer", default="all", help="qkv, matmul_qk, matmul_av, proj, fc1, fc2, softmax, norm1, norm2, gelu or all")
+    p.add_argument("--layer", default="all",
+                   help="qkv, matmul_qk, matmul_av, proj, fc1, fc2, softmax, norm1, norm2, gelu, convs (a hybrid's "
+                        "bridge block: its convolutions) or all (in a hybrid: the whole bridge block's GEMMs)")
     p.add_argument("--block", type=int, default=0, help="transformer block index")
     p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
     p.add_argument("--array", type=_array, default=(8, 8), help="PE array RxC")

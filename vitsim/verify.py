@@ -13,11 +13,13 @@ from hwsim.cost import cost
 from hwsim.cost.energy import gemm_activity, gemm_energy_pj
 from hwsim.executor import quantize_input, run
 from hwsim.ir import load
-from rtl.layers import GEMM_KINDS, GemmJob, block_jobs, block_prefixes, gelu_job, layernorm_job, softmax_job
+from rtl.layers import (GEMM_KINDS, GemmJob, block_jobs, block_prefixes, bridge_prefix, conv_jobs, gelu_job,
+                        layernorm_job, softmax_job)
 from rtl.runner import run_gelu_job, run_gemm_jobs, run_layernorm_job, run_softmax_job
 
 UNIT_KINDS = ("softmax", "norm1", "norm2", "gelu")
-LAYERS = GEMM_KINDS + UNIT_KINDS
+CONVS = "convs"   # a hybrid's bridge block: every convolution around the transformer block, as GEMMs
+LAYERS = GEMM_KINDS + UNIT_KINDS + (CONVS,)
 
 
 
@@ -59,8 +61,15 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
     start = time.perf_counter()
     layers = []
     gemm_kinds = tuple(k for k in kinds if k in GEMM_KINDS)
-    if gemm_kinds:
-        jobs = block_jobs(program, trace, block, kinds=gemm_kinds)
+    bridge = bridge_prefix(program, block) if CONVS in kinds else None
+    if layer == CONVS and bridge is None:
+        raise VerifyError(f"block {block} ({prefix}) has no convolutions around it: the program is not a hybrid")
+    if gemm_kinds or bridge:
+        jobs = conv_jobs(program, trace, bridge) if bridge else []
+        # a bridge block's GEMMs: those of every transformer block in it (MobileViT stacks two or more)
+        blocks = [i for i, p in enumerate(prefixes) if p.startswith(bridge + ".")] if bridge else [block]
+        for i in blocks if gemm_kinds else []:
+            jobs += block_jobs(program, trace, i, kinds=gemm_kinds)
         for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves)):
             layers.append({"layer": job.name, "shape_mkn": list(job.shape), "mode": job.mode, "bit_exact": r["bit_exact"],
                            "first_mismatch": r["first_mismatch"], "rtl_cycles": r["rtl_cycles"],
@@ -83,7 +92,8 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
     wall = time.perf_counter() - start
     cycles = sum(x["rtl_cycles"] for x in layers)
     sim_s = sum(x["wall_s"] for x in layers)
-    return {"program": str(path), "sim": sim, "array": f"{rows}x{cols}", "block": block, "layers": layers,
+    return {"program": str(path), "sim": sim, "array": f"{rows}x{cols}", "block": block, "bridge": bridge,
+            "layers": layers,
             "all_bit_exact": all(x["bit_exact"] for x in layers),
             "cycles_equal": all(x["rtl_cycles"] == x["model_cycles"] for x in layers),
             "total_cycles": cycles, "simulated_cycles_per_s": round(cycles / max(sim_s, 1e-9)), "wall_s": round(wall, 2)}

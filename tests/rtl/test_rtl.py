@@ -299,3 +299,42 @@ def test_area_table_matches_synthesis_of_every_pe_variant():
     assert units["softmax+sqrt2"]["cells"] > units["softmax"]["cells"]
     assert units["softmax+twin"]["cells"] > units["softmax"]["cells"]  # the divider
     assert units["softmax+sqrt2+twin"]["cells"] > units["softmax+sqrt2"]["cells"]
+
+
+@pytest.fixture(scope="module")
+def mobilevit_p2vit(fmnist_test):
+    """mobilevit_fmnist (random weights: bit-exactness needs none trained) under P2-ViT at W8A8 and hwsim's trace of
+    one test image."""
+    import torch
+
+    from models.data import calibration_data
+    from models.registry import create_model
+    from quant.build import default_map, quantize_model
+    from quant.methods import get_method
+
+    torch.manual_seed(0)
+    net = create_model("mobilevit_fmnist", pretrained=False)
+    q = quantize_model(net, calibration_data("fmnist", net, 8, seed=0), get_method("p2vit"), default_map(8, 8),
+                       name="mobilevit_fmnist")
+    program = q.export()
+    return program, run(program, quantize_input(program, fmnist_test[0][:1]), trace=True).trace
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_hybrid_convolutions_run_on_the_gemm_engine_bit_exact_at_model_cycles(sim, mobilevit_p2vit):
+    """A MobileViT block's convolutions (3x3 and 1x1, the fusion conv over the concatenation, input zero points padding
+    the border) and a depthwise convolution of the inverted-residual block before it (one one-column GEMM per
+    channel) run on the array from im2col rows: bit-exact against hwsim's trace, cycles equal to the cost model's."""
+    from rtl.layers import bridge_prefix, conv_jobs
+
+    program, trace = mobilevit_p2vit
+    bridge = bridge_prefix(program, 0)
+    assert bridge == "stages.2.1"
+    jobs = conv_jobs(program, trace, bridge)
+    depthwise = [j for j in conv_jobs(program, trace, "stages.2.0") if ".group" in j.name][:6]
+    assert len(jobs) == 4 and len(depthwise) == 6 and all(j.shape[2] == 1 for j in depthwise)
+    assert any(program.spec(op.inputs[0]).zero_point for op in program.ops
+               if op.kind == "Conv2d" and op.name.startswith(bridge + "."))
+    results = run_gemm_jobs(jobs + depthwise, sim, 8, 8)
+    assert all(r["bit_exact"] for r in results), [r["first_mismatch"] for r in results if not r["bit_exact"]]
+    assert all(r["rtl_cycles"] == r["model_cycles"] for r in results)
