@@ -1,4 +1,4 @@
-"""Quality floors: quantized deit_fmnist top-1 on a fixed test subset (the first 1 000 images) stays above bounds set
+"""Quality floors: quantized deit_fmnist (and mobilevit_fmnist, below) top-1 on a fixed test subset (the first 1 000 images) stays above bounds set
 about one point under what was measured, so a calibration or scale-choice bug that costs accuracy fails CI.
 
 Measured on 2026-11-23 (first 1 000 test images, 128 calibration images, seed 0): p2vit W8A8 91.6 %, p2vit W4A4
@@ -58,3 +58,24 @@ def test_ptq4vit_w4a4_integer_top1_floor(ptq4vit_w4a4, fmnist_test):
 
 def test_mptq_w4a4_integer_top1_floor(mptq_w4a4, fmnist_test):
     assert _top1(mptq_w4a4.export(), fmnist_test) >= FLOOR[("mptq", 4, 4)]
+
+
+# mobilevit_fmnist (the hybrid; fp32 93.15 % on all 10 000, 93.9 % on the first 1 000). Measured on 2026-12-07 with
+# each method's default calibration set: p2vit W8A8 94.2 %, qhyvit W6A6 94.9 %, on the first 1 000 test images.
+HYBRID_FLOOR = {("p2vit", 8, 8): 0.93, ("qhyvit", 6, 6): 0.935}
+
+
+@pytest.mark.parametrize("method,w,a", sorted(HYBRID_FLOOR))
+def test_mobilevit_fmnist_integer_top1_floor(method, w, a, fmnist_test):
+    """The hybrid path end to end on trained weights: BatchNorm folding, convolutions with zero points, SiLU, the
+    MobileViT blocks, and for Q-HyViT its search and bridge-block reconstruction."""
+    from models.data import calibration_data
+    from models.registry import create_model
+    from quant.build import default_map, quantize_model
+    from quant.methods import get_method
+
+    net = create_model("mobilevit_fmnist")
+    m = get_method(method)
+    q = quantize_model(net, calibration_data("fmnist", net, m.calibration_images, seed=0), m, default_map(w, a),
+                       name="mobilevit_fmnist")
+    assert _top1(q.export(), fmnist_test) >= HYBRID_FLOOR[(method, w, a)]
