@@ -272,13 +272,16 @@ class GeluJob:
     frac_bits: int
     sig_bits: int
     out: np.ndarray     # hwsim: [rows, n] products x * sigmoid code
+    silu: bool = False  # SiLU (x * sigmoid(x)) on the same unit
 
 
 def gelu_job(program: Program, trace: dict[str, np.ndarray], name: str, image: int = 0) -> GeluJob:
-    """The GELU op ``name`` (e.g. blocks.0.mlp.act) of one traced image, with hwsim's output."""
+    """The GELU or SiLU op ``name`` (e.g. blocks.0.mlp.act) of one traced image, with hwsim's output."""
     op = program.op(name)
+    if op.kind not in ("GELU", "SiLU"):
+        raise RtlUnsupported(f"{name}: a {op.kind} op; the GELU unit runs GELU and SiLU")
     x = trace[op.inputs[0]][image]
     if program.tensors[op.inputs[0]].bits > 16 or program.tensors[op.outputs[0]].bits > 32:
         raise RtlUnsupported(f"{name}: the RTL GELU unit takes inputs of up to 16 bits and writes 32-bit products")
     return GeluJob(name, x.reshape(-1, x.shape[-1]), int(op.attrs["frac_bits"]), int(op.attrs.get("sig_bits", 8)),
-                   trace[op.outputs[0]][image].reshape(-1, x.shape[-1]))
+                   trace[op.outputs[0]][image].reshape(-1, x.shape[-1]), op.kind == "SiLU")

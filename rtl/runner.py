@@ -2,14 +2,16 @@
 simulator and parameter set (gitignored, under ``sim_build/``), seeded; results come back as dicts."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import sys
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -49,11 +51,27 @@ def _add_tool_paths() -> None:
     os.environ["PATH"] = os.pathsep.join([p for p in paths if p not in current] + current)
 
 
+@contextlib.contextmanager
+def _logs_to_stderr() -> Iterator[None]:
+    """File descriptor 1 pointed at stderr for the duration: the simulators' build and run logs (subprocesses and the
+    embedded cocotb alike) must not mix into stdout, which is `vitsim verify --json`'s alone."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _run_test(runner: Any, results: Path, **kwargs: Any) -> None:
     """runner.test, tolerating the failure it signals when the testbench's own checks fail (an exception, or
     SystemExit under pytest): the testbench wrote its results file first, and callers read mismatches from it."""
     try:
-        runner.test(**kwargs)
+        with _logs_to_stderr():
+            runner.test(**kwargs)
     except (Exception, SystemExit):
         if not results.exists():
             raise
@@ -92,8 +110,9 @@ def _build(sim: str, toplevel: str, sources: tuple[str, ...], parameters: dict[s
     if sim == "verilator":
         os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2"
     try:
-        runner.build(sources=[SRC / s for s in sources], hdl_toplevel=toplevel, parameters=parameters,
-                     build_dir=build_dir, build_args=args, waves=waves, always=False, timescale=("1ns", "1ps"))
+        with _logs_to_stderr():
+            runner.build(sources=[SRC / s for s in sources], hdl_toplevel=toplevel, parameters=parameters,
+                         build_dir=build_dir, build_args=args, waves=waves, always=False, timescale=("1ns", "1ps"))
     finally:
         if saved is None:
             os.environ.pop("MAKEFLAGS", None)
@@ -202,7 +221,8 @@ def run_layernorm_job(job, sim: str = "verilator", build_root: Path | None = Non
 
 
 def run_gelu_job(job, sim: str = "verilator", build_root: Path | None = None, seed: int = 1) -> dict[str, Any]:
-    """Run GELU rows through gelu_unit; returns bit_exact and cycles (RTL and model)."""
+    """Run GELU (or SiLU: ``job.silu``) rows through gelu_unit; returns bit_exact and cycles (RTL and model)."""
     params = {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1)))}
     return _run_unit("gelu_unit", params, sim, "rtl.tb_gelu", {"x": job.x, "out": job.out},
-                     {"name": job.name, "frac_bits": job.frac_bits, "sig_bits": job.sig_bits}, build_root, seed)
+                     {"name": job.name, "frac_bits": job.frac_bits, "sig_bits": job.sig_bits, "silu": job.silu},
+                     build_root, seed)

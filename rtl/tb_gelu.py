@@ -1,4 +1,5 @@
-"""cocotb testbench of rtl/src/gelu_unit.v: GELU rows, expected products and cycles from hwsim."""
+"""cocotb testbench of rtl/src/gelu_unit.v: GELU (or, with the manifest's ``silu``, SiLU) rows, expected products and
+cycles from hwsim."""
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ async def gelu_rows_match_hwsim(dut) -> None:
     write_hex(Path("x.hex"), data["x"], 16)
     dut.n.value, dut.rows.value = n, rows
     dut.frac.value, dut.sig_bits.value = manifest["frac_bits"], manifest["sig_bits"]
+    dut.silu.value = int(manifest.get("silu", False))
     await load_run_dump(dut)
     out = read_hex(Path("out.hex"), 32, rows * n).reshape(rows, n)
     cycles = read_hex(Path("rows.hex"), 33, rows)

@@ -1,7 +1,9 @@
 // Integer GELU unit after I-ViT's ShiftGELU (Li & Gu, ICCV 2023): the same integers as hwsim.kernels.gelu.gelu_int,
-// GELU(x) ~ x sigmoid(1.702 x) with the sigmoid's symmetry. One element enters per cycle (frac = fractional bits of x,
+// GELU(x) ~ x sigmoid(1.702 x) with the sigmoid's symmetry, and with `silu` set SiLU(x) = x sigmoid(x)
+// (hwsim.kernels.activations.silu_int: z = x). One element enters per cycle (frac = fractional bits of x,
 // P = sig_bits, both runtime):
-//   stage 0:       z = x + (x >>> 1) + (x >>> 3) + (x >>> 4);  E = shift_exp(-|z|)  (2^15 e^-|z|);  den = 2^15 + E
+//   stage 0:       z = x + (x >>> 1) + (x >>> 3) + (x >>> 4) (SiLU: z = x);  E = shift_exp(-|z|)  (2^15 e^-|z|);
+//                  den = 2^15 + E
 //   stages 1..16:  a restoring divider, one quotient bit per stage: sp = floor(2^(15+P) / den) <= 2^P
 //                  (the numerator's low 16 bits are zero, so the partial remainder starts at 2^(P-1))
 //   write:         out = x * (z >= 0 ? sp : 2^P - sp)
@@ -24,6 +26,7 @@ module gelu_unit #(
     input  wire [15:0] rows,
     input  wire [4:0]  frac,
     input  wire [3:0]  sig_bits,
+    input  wire        silu,
     input  wire              host_we,
     input  wire [ADDR_W-1:0] host_addr,
     input  wire [X_W-1:0]    host_wdata,
@@ -63,7 +66,7 @@ module gelu_unit #(
     // stage 0 (combinational from the buffer)
     wire signed [X_W-1:0] x_j = x_mem[base + j[ADDR_W-1:0]];
     wire signed [X_W+1:0] xe = {{2{x_j[X_W-1]}}, x_j};
-    wire signed [X_W+1:0] z = xe + (xe >>> 1) + (xe >>> 3) + (xe >>> 4);
+    wire signed [X_W+1:0] z = silu ? xe : xe + (xe >>> 1) + (xe >>> 3) + (xe >>> 4);
     wire [15:0] e_j;
     shift_exp #(.D_W(X_W + 2)) exp_z (.d(z[X_W+1] ? z : -z), .f(frac), .e(e_j));
 

@@ -279,6 +279,20 @@ def test_gelu_unit_on_every_16_bit_input(sim, frac, sig):
     assert r["bit_exact"] and r["cycles_equal_per_row"], r
 
 
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_gelu_unit_runs_silu_on_every_16_bit_input(sim):
+    """The GELU unit's SiLU mode (z = x, no 1.702 shift-adds) against hwsim's SiLU kernel, every 16-bit input."""
+    from hwsim.kernels.activations import silu_int
+    from rtl.layers import GeluJob
+    from rtl.runner import run_gelu_job
+
+    x = np.arange(-2**15, 2**15, dtype=np.int64).reshape(256, 256)
+    out = np.empty_like(x)
+    silu_int(x, 12, 8, -2**31, 2**31 - 1, out)
+    r = run_gelu_job(GeluJob("every input", x, 12, 8, out, silu=True), sim)
+    assert r["bit_exact"] and r["cycles_equal_per_row"], r
+
+
 def test_area_table_matches_synthesis_of_every_pe_variant():
     """hwsim/configs/area.yaml is what `make area` writes: a PE edited without regenerating it fails here."""
     from hwsim.cost.area import area_table

@@ -81,6 +81,23 @@ def test_verify_json_and_mismatch_exit(tmp_path, capsys):
     assert res.returncode == 2 and "out of range" in res.stderr
 
 
+@pytest.mark.rtl
+def test_verify_a_hybrid_bridge_block_with_clean_json_on_stdout(tmp_path):
+    """mobilevit_fmnist under P2-ViT: `verify --layer convs` runs the MobileViT block's convolutions on the array,
+    bit-exact at the model's cycles; in a separate process, so that the simulators' own logs (written by
+    subprocesses and the embedded cocotb to file descriptor 1) would break the JSON if they reached stdout."""
+    out = tmp_path / "mv.vitp"
+    res = run_cli("quantize", "--model", "mobilevit_fmnist", "--method", "p2vit", "--wbits", "8", "--abits", "8",
+                  "--calib", "32", "--no-simulate", "--limit", "10", "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    res = run_cli("verify", str(out), "--layer", "convs", "--json")
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert r["bridge"] == "stages.2.1" and r["all_bit_exact"] and r["cycles_equal"]
+    assert [x["layer"] for x in r["layers"]] == ["stages.2.1.conv_kxk.conv", "stages.2.1.conv_1x1",
+                                                 "stages.2.1.conv_proj.conv", "stages.2.1.conv_fusion.conv"]
+
+
 def test_an_internal_error_is_not_reported_as_bad_input(monkeypatch):
     """A KeyError from a bug inside a pipeline keeps its traceback (exit 1), it is not turned into 'bad input'."""
     import vitsim.pipelines
