@@ -1,6 +1,6 @@
 """Per-GEMM records of the float model on calibration images, aligned row by row: every Linear's input X, output O and
 (optionally) the gradient of the task loss at O; every MatMul's two operands and its product; every convolution's
-input map, output map and gradient (``record_convs``).
+input map, output map and gradient (``record_layers``).
 
 The loss is PTQ4ViT's (Yuan et al., ECCV 2022): cross-entropy against the float model's own prediction (a pseudo
 label), whose squared output gradients stand for the Hessian diagonal of the layer output (the Fisher
@@ -42,46 +42,19 @@ class ConvRecord:
     grad2: torch.Tensor | None       # [N, O, H', W'] squared gradients of the loss at the output
 
 
-def record_convs(qg: QuantGraph, images: torch.Tensor, grads: bool = True) -> dict[str, ConvRecord]:
-    """Records of every convolution of ``qg`` on ``images`` (one batch, whole maps), with the same loss as
-    ``record_gemms``."""
-    kept: dict[str, list] = {}
-    hooks = []
-    for name, g in qg.gemms.items():
-        if g.kind == "conv2d":
-            def keep(module, args, out, name=name):
-                if out.requires_grad:
-                    out.retain_grad()
-                kept[name] = [args[0].detach(), out]
-            hooks.append(g.module.register_forward_hook(keep))
-    qg.set_mode("float")
-    try:
-        with torch.enable_grad():
-            logits = qg(images.float())
-            if grads:
-                F.cross_entropy(logits, logits.detach().argmax(-1)).backward()
-    finally:
-        for h in hooks:
-            h.remove()
-        qg.zero_grad(set_to_none=True)
-    return {name: ConvRecord(x.double(), out.detach().double(),
-                             out.grad.double() ** 2 if grads and out.grad is not None else None)
-            for name, (x, out) in kept.items()}
-
-
-def record_gemms(qg: QuantGraph, images: torch.Tensor, grads: bool = True,
-                 max_rows: int = 4096, seed: int = 0) -> tuple[dict[str, LinearRecord], dict[str, MatMulRecord]]:
-    """Records of every Linear and MatMul of ``qg`` on ``images`` (one batch; at most ``max_rows`` Linear rows, the
-    same random rows for X, O and the gradients)."""
-    linears: dict[str, list] = {}
+def record_layers(qg: QuantGraph, images: torch.Tensor, grads: bool = True, max_rows: int = 4096, seed: int = 0
+                  ) -> tuple[dict[str, LinearRecord], dict[str, MatMulRecord], dict[str, ConvRecord]]:
+    """Records of every Linear, MatMul and convolution of ``qg`` on ``images``, from one forward (and backward) pass:
+    at most ``max_rows`` Linear rows (the same random rows for X, O and the gradients), whole convolution maps."""
+    kept: dict[str, dict[str, list]] = {"linear": {}, "conv2d": {}}
     operands: dict[str, torch.Tensor] = {}
     hooks = []
     for name, g in qg.gemms.items():
-        if g.kind == "linear":
-            def keep(module, args, out, name=name):
+        if g.kind in kept:
+            def keep(module, args, out, name=name, into=kept[g.kind]):
                 if out.requires_grad:
                     out.retain_grad()
-                linears[name] = [args[0].detach(), out]
+                into[name] = [args[0].detach(), out]
             hooks.append(g.module.register_forward_hook(keep))
         elif g.kind == "matmul":
             for site in g.inputs:
@@ -98,6 +71,10 @@ def record_gemms(qg: QuantGraph, images: torch.Tensor, grads: bool = True,
         for h in hooks:
             h.remove()
         qg.zero_grad(set_to_none=True)
+    convs = {name: ConvRecord(x.double(), out.detach().double(),
+                              out.grad.double() ** 2 if grads and out.grad is not None else None)
+             for name, (x, out) in kept["conv2d"].items()}
+    linears = kept["linear"]
     gen = torch.Generator().manual_seed(seed)
     lin = {}
     for name, (x, out) in linears.items():
@@ -111,4 +88,16 @@ def record_gemms(qg: QuantGraph, images: torch.Tensor, grads: bool = True,
         lin[name] = LinearRecord(rows_x, rows_o, g2)
     mm = {name: MatMulRecord(operands[g.inputs[0].name].double(), operands[g.inputs[1].name].double())
           for name, g in qg.gemms.items() if g.kind == "matmul"}
-    return lin, mm
+    return lin, mm, convs
+
+
+def record_gemms(qg: QuantGraph, images: torch.Tensor, grads: bool = True,
+                 max_rows: int = 4096, seed: int = 0) -> tuple[dict[str, LinearRecord], dict[str, MatMulRecord]]:
+    """The Linear and MatMul records of ``record_layers``."""
+    linears, matmuls, _ = record_layers(qg, images, grads, max_rows, seed)
+    return linears, matmuls
+
+
+def record_convs(qg: QuantGraph, images: torch.Tensor, grads: bool = True) -> dict[str, ConvRecord]:
+    """The convolution records of ``record_layers``."""
+    return record_layers(qg, images, grads)[2]
