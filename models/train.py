@@ -56,7 +56,7 @@ def _state_path(model_name: str, recipe: Recipe) -> Path:
     return root / "train" / f"{model_name}-{key}.pt"
 
 
-def _augment(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
     """Random crop from a zero-padded image (zero = black pixel, before normalisation) and random horizontal flip."""
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
@@ -112,7 +112,7 @@ def train(model_name: str, out: Path, recipe: Recipe = Recipe(), data: str | Non
         total_loss, correct = 0.0, 0
         for b in range(steps_per_epoch):
             idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
-            xb = (_augment(x_raw[idx], recipe.pad, gen) - fmnist.MEAN) / fmnist.STD
+            xb = (augment(x_raw[idx], recipe.pad, gen) - fmnist.MEAN) / fmnist.STD
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, steps_per_epoch, recipe)
             logits = model(xb)

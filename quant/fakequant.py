@@ -119,7 +119,9 @@ class ActQuant(torch.nn.Module):
         self.observer = None                      # set while calibrating
         self.lsq: torch.nn.Parameter | None = None  # log2 of the scale when learnt
         self.lsq_pot = False
+        self.lsq_zero: torch.nn.Parameter | None = None  # the zero point when learnt (LSQ+), rounded in the forward
         self.drop = 0.0                           # QDrop: while training, leave elements float with this probability
+        self.per_head = role == "head"            # one scale per head (axis -3); observed as per-head rows
 
     # --- format ------------------------------------------------------------------------------------------------
     def set_format(self, scale: torch.Tensor, axis: int | None = None, zero_point: int = 0, signed: bool | None = None,
@@ -132,10 +134,13 @@ class ActQuant(torch.nn.Module):
         if bits is not None:
             self.bits = bits
 
-    def learn_scale(self, pot: bool = False) -> None:
-        """LSQ: make the scale a trainable parameter (its log2), optionally rounded to a power of two."""
+    def learn_scale(self, pot: bool = False, zero_point: bool = False) -> None:
+        """LSQ: make the scale a trainable parameter (its log2), optionally rounded to a power of two; with
+        ``zero_point`` the zero point too (LSQ+, Bhalgat et al., CVPR-W 2020), an integer in the forward (STE)."""
         self.lsq = torch.nn.Parameter(torch.log2(self.scale.clone()))
         self.lsq_pot = pot
+        if zero_point:
+            self.lsq_zero = torch.nn.Parameter(torch.tensor(float(self.zero_point), dtype=torch.float64))
 
     def current_scale(self) -> torch.Tensor:
         if self.lsq is None:
@@ -143,8 +148,18 @@ class ActQuant(torch.nn.Module):
         e = round_ste(self.lsq) if self.lsq_pot else self.lsq
         return torch.exp2(e)
 
+    def current_zero(self) -> torch.Tensor | int:
+        """The zero point: an int, or while it is learnt the rounded parameter (straight-through), inside the range."""
+        if self.lsq_zero is None:
+            return self.zero_point
+        lo, hi = qrange(self.bits, self.signed)
+        return round_ste(self.lsq_zero.clamp(lo, hi))
+
     def freeze(self) -> None:
-        """Write a learnt scale back into the fixed format (what lowering reads)."""
+        """Write a learnt scale and zero point back into the fixed format (what lowering reads)."""
+        if self.lsq_zero is not None:
+            self.zero_point = int(self.current_zero().detach())
+            self.lsq_zero = None
         if self.lsq is not None:
             with torch.no_grad():
                 self.scale = self.current_scale().detach().clone()
@@ -170,13 +185,23 @@ class ActQuant(torch.nn.Module):
             eta = self.eta / 2.0 ** ETA_FRAC_BITS
             codes = log2_codes((x.detach().clamp(min=0) + eta).clamp(max=1), self.bits, self.sqrt2)
             return x + (log2_values(codes, self.bits, self.sqrt2).to(x.dtype) - eta - x).detach()
-        scale = _view(self.current_scale(), x, self.axis).to(x.dtype)
         if self.twin_m:
-            return twin_quant(x, scale, self.bits, self.twin_m, self.signed)
-        q = fake_quant_ste(x, scale, self.bits, self.signed, self.zero_point)
+            return twin_quant(x, _view(self.current_scale(), x, self.axis).to(x.dtype), self.bits, self.twin_m,
+                              self.signed)
+        q = self.fake_quant(x)
         if self.drop > 0 and torch.is_grad_enabled():
             return torch.where(torch.rand_like(x) < self.drop, x, q)
         return q
+
+    def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on this site's uniform grid, differentiable in x, the scale and a learnt zero point."""
+        scale = _view(self.current_scale(), x, self.axis).to(x.dtype)
+        if self.lsq_zero is None:
+            return fake_quant_ste(x, scale, self.bits, self.signed, self.zero_point)
+        lo, hi = qrange(self.bits, self.signed)
+        zero = self.current_zero().to(x.dtype)
+        # inside the range the zero point's gradient cancels; clipped codes give it LSQ+'s -scale
+        return (torch.clamp(round_ste(x / scale) + zero, lo, hi) - zero) * scale
 
     def extra_repr(self) -> str:
         return f"{self.name}, role={self.role}, bits={self.bits}, mode={self.mode}"
@@ -210,12 +235,32 @@ class WeightQuant(torch.nn.Module):
         self.register_buffer("scale", torch.ones(1, dtype=torch.float64))
         self.alpha: torch.nn.Parameter | None = None
         self.hard = True
+        self.lsq: torch.nn.Parameter | None = None  # log2 of the per-channel scale when learnt (LSQ)
+        self.lsq_pot = False
 
     def set_scale(self, scale: torch.Tensor) -> None:
         self.scale = scale.detach().double().reshape(-1).clone()
 
+    def learn_scale(self, pot: bool = False) -> None:
+        """LSQ (Esser et al., ICLR 2020): the per-channel scale trainable through its log2, optionally rounded to a
+        power of two (straight-through)."""
+        self.lsq = torch.nn.Parameter(torch.log2(self.scale.clone()))
+        self.lsq_pot = pot
+
+    def current_scale(self) -> torch.Tensor:
+        if self.lsq is None:
+            return self.scale
+        return torch.exp2(round_ste(self.lsq) if self.lsq_pot else self.lsq)
+
+    def freeze(self) -> None:
+        """Write a learnt scale back into ``scale`` (what lowering reads)."""
+        if self.lsq is not None:
+            with torch.no_grad():
+                self.scale = self.current_scale().detach().clone()
+            self.lsq = None
+
     def _s(self, w: torch.Tensor) -> torch.Tensor:
-        return self.scale.reshape((-1,) + (1,) * (w.dim() - 1)).to(w.dtype)
+        return self.current_scale().reshape((-1,) + (1,) * (w.dim() - 1)).to(w.dtype)
 
     def learn_rounding(self, w: torch.Tensor) -> None:
         """AdaRound: codes floor(w/s) + h(alpha), h initialised so the start is w/s's own fractional part; a weight
@@ -266,22 +311,32 @@ class _QuantGemm(torch.nn.Module):
             return scale.repeat_interleave(self.weight.shape[0] // groups)
         return scale.min()
 
-    def quant_bias(self, dtype: torch.dtype) -> torch.Tensor | None:
-        if self.bias is None:
+    def quant_bias(self, dtype: torch.dtype, bias: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The bias (or ``bias`` in its place) rounded on the accumulator grid, as the exported int32 bias."""
+        bias = self.bias if bias is None else bias
+        if bias is None:
             return None
         if not self.wq.enabled or not self.input_site or self.input_site[0].mode != "quant":
-            return self.bias.to(dtype)
-        acc = (self.input_base_scale() * self.wq.scale).to(dtype)
+            return bias.to(dtype)
+        acc = (self.input_base_scale() * self.wq.current_scale()).to(dtype)
         lo, hi = qrange(32, True)
-        return torch.clamp(round_ste(self.bias.to(dtype) / acc), lo, hi) * acc
+        return torch.clamp(round_ste(bias.to(dtype) / acc), lo, hi) * acc
 
 
 class QuantLinear(_QuantGemm):
+    """``rectifier``: a per-output-feature affine on the output while it trains (Q-ViT's information rectification,
+    quant.methods.qvit), computed as its folded form (so training sees the bias rounding the program will have) and
+    folded into the weights and bias before lowering."""
+
     def __init__(self, name: str, linear: torch.nn.Linear, bits: int) -> None:
         super().__init__(name, linear.weight, linear.bias, bits)
+        self.rectifier: torch.nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.wq(self.weight.to(x.dtype)), self.quant_bias(x.dtype))
+        w = self.wq(self.weight.to(x.dtype))
+        if self.rectifier is not None:
+            return self.rectifier.rectify(self, x, w)
+        return F.linear(x, w, self.quant_bias(x.dtype))
 
 
 class QuantConv2d(_QuantGemm):
@@ -360,14 +415,19 @@ class QuantLayerNorm(_Nonlinear):
         site = self.out_site[0]
         # The input is on a power-of-two grid; integer LayerNorm is invariant to that scale, so its codes suffice.
         codes = _codes(x, self.in_site[0])
-        p = layernorm_int_params(self.weight, self.bias, site.current_scale(), zero_point=site.zero_point)
+        zero = int(site.current_zero())
+        p = layernorm_int_params(self.weight, self.bias, site.current_scale(), zero_point=zero)
         rows = codes.reshape(-1, codes.shape[-1])
         out = np.empty(rows.shape, dtype=np.int64)
         lo, hi = qrange(site.bits, site.signed)
         layernorm_int(rows, p["gamma"], p["beta"], p["shift"], lo, hi, out)
         scale = _view(site.current_scale().detach(), x, site.axis)
-        values = (torch.from_numpy(out.reshape(codes.shape)).double() - site.zero_point) * scale
-        return self._straight_through(y, values)
+        values = (torch.from_numpy(out.reshape(codes.shape)).double() - zero) * scale
+        if site.lsq is None:
+            return self._straight_through(y, values)
+        # The output is already on the site's grid, so the site passes it unchanged and would give a learnt scale
+        # (LSQ) no rounding-error gradient: take the gradients of quantizing the float output here instead.
+        return self._straight_through(site.fake_quant(y), values)
 
 
 class QuantSoftmax(_Nonlinear):

@@ -47,6 +47,12 @@ def assign_formats(qg: QuantGraph, observers: dict[str, Observer], method, memo:
             if site.max_exp is not None:
                 exp = min(exp, site.max_exp)
             site.set_format(torch.exp2(torch.tensor(float(exp), dtype=torch.float64)))
+        elif site.role == "probs":  # the softmax unit's 16-bit uniform probabilities
+            site.set_format(torch.exp2(torch.tensor(-float(site.bits), dtype=torch.float64)), signed=False)
+        elif site.role == "softmax" and site.per_head:
+            heads = _heads(qg, site)
+            site.set_format(cached("softmax_heads", name, site.bits, lambda: method.softmax_head_scales(
+                obs.sample().reshape(-1, heads, obs.absmax_c.numel() // heads), site.bits)), axis=-3, signed=False)
         elif site.role == "softmax":
             abits = _matmul_abits(qg, site)
             code_bits = method.softmax_code_bits(abits)

@@ -141,6 +141,29 @@ class Lowering:
         # wider site's codes to the narrower range at the wider site's scale.
         return target.reshape(shape), max(sites, key=lambda s: s.bits)
 
+    def current_value(self, node: fx.Node, memo: dict[fx.Node, Any]) -> Any:
+        """A constant node's value from the graph's current attributes (a class token or position embedding that
+        training changed), recomputed through the constant ops after it; shape arithmetic keeps its traced value."""
+        if node in memo:
+            return memo[node]
+        if node.meta.get("kind") == "meta" or node.op == "placeholder":
+            value = node.meta["value1"]
+        elif node.op == "get_attr":
+            value = self.qg.gm
+            for part in node.target.split("."):
+                value = getattr(value, part)
+        else:
+            args = fx.node.map_arg(node.args, lambda n: self.current_value(n, memo))
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: self.current_value(n, memo))
+            if node.op == "call_function":
+                value = node.target(*args, **kwargs)
+            elif node.op == "call_method":
+                value = getattr(args[0], node.target)(*args[1:], **kwargs)
+            else:
+                value = self.qg.gm.get_submodule(node.target)(*args, **kwargs)
+        memo[node] = value
+        return value
+
     # --- run -------------------------------------------------------------------------------------------------------
     def run(self, metadata: dict[str, Any]) -> Program:
         outputs = []
@@ -152,7 +175,7 @@ class Lowering:
             if kind == "meta" or (kind is None and node.op == "get_attr"):
                 continue
             if node.meta.get("const") or kind == "const":
-                self.vals[node] = Val(const=_const_value(node))
+                self.vals[node] = Val(const=_per_sample(node, self.current_value(node, {})))
                 continue
             if kind not in EMITTERS:
                 raise QuantError(f"op {kind!r} at node {node.meta.get('path')} has no integer lowering")
@@ -251,8 +274,8 @@ def _topo_after(node: fx.Node) -> list[fx.Node]:
     return out
 
 
-def _const_value(node: fx.Node) -> torch.Tensor:
-    v = node.meta["value1"].detach().double()
+def _per_sample(node: fx.Node, value: torch.Tensor) -> torch.Tensor:
+    v = value.detach().double()
     if node.meta.get("bdim") is not None and tuple(v.shape) != tuple(node.meta["per_sample"]):
         v = v.squeeze(node.meta["bdim"])
     return v
@@ -697,7 +720,15 @@ def _cat(lw: Lowering, node: fx.Node, name: str) -> Val:
 
 
 def lower(qg: QuantGraph, name: str, metadata: dict[str, Any]) -> Program:
-    """The integer program computing ``qg`` (in quant mode with integer nonlinear ops) on integers."""
+    """The integer program computing ``qg`` (in quant mode with integer nonlinear ops) on integers. Formats still
+    being learnt (LSQ) and rectifiers not yet folded are refused: quant.qat.finish settles both."""
+    learning = [s.name for s in qg.sites.values() if s.lsq is not None or s.lsq_zero is not None]
+    learning += [g.name for g in qg.gemms.values() if g.module is not None and g.module.wq.lsq is not None]
+    unfolded = [g.name for g in qg.gemms.values() if getattr(g.module, "rectifier", None) is not None]
+    if unfolded:
+        raise QuantError(f"{unfolded[0]}: its output rectification must be folded into the weights before lowering")
+    if learning:
+        raise QuantError(f"{learning[0]}: its scale is still being learnt; freeze it before lowering")
     return Lowering(qg, name).run(metadata)
 
 

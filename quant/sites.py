@@ -99,10 +99,12 @@ class QuantGraph(torch.nn.Module):
 
     @staticmethod
     def build(captured: Captured, bits: dict[str, dict[str, int]],
-              code_bits: Callable[[int], int | None]) -> "QuantGraph":
+              code_bits: Callable[[int], int | None], softmax_per_head: bool = False) -> "QuantGraph":
         """``bits``: per GEMM name, ``{"wbits", "abits"}`` (quant.mixed_precision resolves a map into this);
         ``code_bits``: the width of log softmax codes at a MatMul's abits, None for uniform codes at abits
-        (quant.methods.base.Method.softmax_code_bits)."""
+        (quant.methods.base.Method.softmax_code_bits). ``softmax_per_head``: the softmax writes 16-bit uniform
+        probabilities (a ``probs`` site, step 2^-16) that the MatMul's operand site requantizes with one scale per
+        head (Q-ViT's per-head attention quantizer)."""
         gm = copy.deepcopy(captured.gm)
         graph = gm.graph
         holder = torch.nn.Module()
@@ -249,6 +251,11 @@ class QuantGraph(torch.nn.Module):
                 out_sites = [site_after(node, name, "internal", INTERNAL_BITS)]
             if kind == "softmax" and (len(out_sites) != 1 or out_sites[0].role != "softmax"):
                 raise QuantError(f"{name}: the softmax output must feed one MatMul")
+            if kind == "softmax" and softmax_per_head and code_bits(out_sites[0].bits) is None:
+                out_sites[0].per_head = True
+                probs = site_after(node, f"{name}.out", "probs", INTERNAL_BITS)
+                probs.signed = False
+                out_sites = [probs]
             module.out_site.append(out_sites[0])
         graph.lint()
         gm.recompile()

@@ -1,4 +1,4 @@
-"""The ``vitsim`` command line: train, eval, quantize, layers, simulate, cost, table, explore, verify, demo.
+"""The ``vitsim`` command line: train, eval, quantize, qat, layers, simulate, cost, table, explore, verify, demo.
 
 Every command prints a readable summary, or with ``--json`` exactly one JSON object on stdout; progress bars go to
 stderr. Errors are one clear line on stderr and exit status 2 (bad input) or 1 (a check failed).
@@ -88,6 +88,35 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                          args.checkpoint, args.data, args.data_root, not args.quantize_first_last)
     result = quantize(recipe, args.out, args.limit, simulate=not args.no_simulate, progress=not args.json)
     _emit(result, args.json, _quant_lines)
+    return 0
+
+
+def cmd_qat(args: argparse.Namespace) -> int:
+    from quant.parts import QuantError
+    from quant.qat import QATRecipe
+    from vitsim.pipelines import qat
+
+    for flag in ("wbits", "abits"):
+        if not 2 <= getattr(args, flag) <= 8:
+            raise QuantError(f"--{flag} takes 2..8, got {getattr(args, flag)}")
+    given = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "quant_lr", "train_images", "held_out")
+             if getattr(args, k) is not None}
+    recipe = QATRecipe(args.model, args.wbits, args.abits, pot=args.pot, irm=not args.no_irm, dgd=not args.no_dgd,
+                       seed=args.seed, checkpoint=args.checkpoint, **given)
+    out = args.out or f"out/qat/{args.model}_qvit_w{args.wbits}a{args.abits}{'_pot' if args.pot else ''}.vitp"
+    log = (lambda s: print(s, file=sys.stderr, flush=True))
+    r = qat(recipe, out, args.limit, args.data_root, progress=not args.json, log=log)
+    if args.results:
+        with open(args.results, "a") as f:
+            f.write(json.dumps({k: v for k, v in r.items() if k != "history"}, sort_keys=True) + "\n")
+    _emit(r, args.json, lambda r: [
+        f"{r['model']} Q-ViT QAT W{r['wbits']}A{r['abits']}{' (power-of-two scales)' if r['pot'] else ''}, "
+        f"{r['epochs']} epochs in {r['train_s'] / 60:.1f} min -> {r['out']} (+ {r['qat_state']})",
+        f"  fp32 top-1        {_fmt(r['fp32_top1'])}",
+        f"  fake-quant top-1  {_fmt(r['quant_top1'])}   (held-out training images: {_fmt(r['held_out_top1'])})",
+        f"  integer top-1     {_fmt(r['int_top1'])}   (hwsim, {r['images_per_s']} img/s)",
+        f"  int/fake-quant agreement {_fmt(r['agreement'])} over {r['n']} images"]
+        + ([f"  saturated values per op: {r['overflows']}"] if r["overflows"] else []))
     return 0
 
 
@@ -270,6 +299,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="program file to write")
     data_flags(p)
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("qat", help="Q-ViT quantization-aware training (LSQ+, IRM, DGD), exported as an integer program",
+                       formatter_class=fmt)
+    p.add_argument("--model", default="deit_fmnist")
+    p.add_argument("--checkpoint", default=None, help="the float model's weights (default: the bundled checkpoint)")
+    p.add_argument("--wbits", type=int, required=True, help="weight bits (2..8)")
+    p.add_argument("--abits", type=int, required=True, help="activation bits (2..8)")
+    p.add_argument("--epochs", type=_positive, default=None, help="default: the recipe's (quant/qat.py QATRecipe)")
+    p.add_argument("--pot", action="store_true", help="power-of-two scales (shift-only requantization)")
+    p.add_argument("--batch-size", type=_positive, default=None)
+    p.add_argument("--lr", type=float, default=None, help="learning rate of the weights")
+    p.add_argument("--quant-lr", type=float, default=None, help="learning rate of the scales, zero points, rectifiers")
+    p.add_argument("--train-images", type=_positive, default=None, help="training images per epoch (default: all)")
+    p.add_argument("--held-out", type=_positive, default=None, help="training images kept out for tuning (5000)")
+    p.add_argument("--no-irm", action="store_true", help="ablation: no information rectification")
+    p.add_argument("--no-dgd", action="store_true", help="ablation: logit distillation only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="program file (default out/qat/<model>_qvit_w<W>a<A>[_pot].vitp)")
+    p.add_argument("--results", default=None, help="append the result (one JSON line) to this file")
+    p.add_argument("--data-root", default=None, help="folder of the Fashion-MNIST IDX files")
+    p.add_argument("--limit", type=_positive, default=None, help="evaluate on the first N test images only")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_qat)
 
     p = sub.add_parser("layers", help="the GEMM layers a mixed-precision map can name (module paths, op types)",
                        formatter_class=fmt)

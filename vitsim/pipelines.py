@@ -16,7 +16,7 @@ import torch
 from hwsim import executor
 from hwsim.ir import Program, load, save
 from hwsim.ir.serialize import program_digest
-from models.data import calibration_data, eval_data
+from models.data import calibration_data, eval_data, input_shape
 from models.evaluate import predict as torch_predict
 from models.progress import progress as show
 from models.registry import create_model, model_entry
@@ -74,10 +74,21 @@ def evaluate(model: str, checkpoint: str | None, data: str | None, limit: int | 
             "images_per_s": round(len(images) / (time.perf_counter() - start), 1)}
 
 
-def build_quantized(recipe: dict[str, Any], progress: bool = False) -> tuple[torch.nn.Module, QuantModel]:
-    """Float model and its quantized model from a recipe (the same dict export stores, so results are reproducible)."""
+def build_quantized(recipe: dict[str, Any], progress: bool = False,
+                    base: Path | None = None) -> tuple[torch.nn.Module, QuantModel]:
+    """Float model and its quantized model from a recipe (the same dict export stores, so results are reproducible).
+    A QAT recipe names the trained model's file (``qat_state``, relative to ``base``, the program's folder)."""
     net = create_model(recipe["model"], recipe.get("checkpoint"), pretrained=recipe.get("checkpoint") is None and recipe.get("pretrained", True))
     bits_map = MixedPrecisionMap.from_dict(recipe["mp"])
+    if "qat_state" in recipe:
+        from quant.graph.capture import capture
+        from quant.qat import load_quantized
+        from quant.sites import gemm_layers
+
+        shape = input_shape(net)
+        bits = bits_map.resolve(gemm_layers(capture(net, shape)))
+        qg = load_quantized((base or Path(".")) / recipe["qat_state"], net, shape, bits)
+        return net, QuantModel(qg, recipe["model"], {"recipe": recipe, "model": recipe["model"]})
     calib = calibration_data(recipe["data"], net, recipe["calib"], recipe["seed"], recipe.get("root"))
     meta = {"recipe": recipe, "model": recipe["model"]}
     q = quantize_model(net, calib, get_method(recipe["method"]), bits_map, name=recipe["model"], metadata=meta, progress=progress)
@@ -130,7 +141,7 @@ def simulate(path: str, data: str | None = None, limit: int | None = None, root:
     result: dict[str, Any] = {"program": str(path), "model": program.name}
     net = q = None
     if recipe is not None:
-        net, q = build_quantized(recipe, progress)
+        net, q = build_quantized(recipe, progress, Path(path).parent)
         if program_digest(q.export()) != program_digest(program):
             result["warning"] = "the stored recipe no longer reproduces this program; agreement is against the rebuilt model"
     data = data or (recipe or {}).get("data") or "random"
@@ -143,3 +154,42 @@ def simulate(path: str, data: str | None = None, limit: int | None = None, root:
         fq = fq_predict(q, images, progress=progress)
         result.update({"agreement": float((fq == ints).mean()), "quant_top1": _top1(fq, labels)})
     return result
+
+
+def qat(recipe, out: str, limit: int | None = None, root: str | None = None, progress: bool = False,
+        log=print) -> dict[str, Any]:
+    """Q-ViT quantization-aware training (quant.qat) of ``recipe`` (a ``QATRecipe``), resumable; exports the program to
+    ``out`` and the trained fake-quant model beside it (``<out stem>.qat.safetensors``, which ``simulate`` reads), and
+    measures fp32, fake-quant and integer top-1 and their agreement on the test set."""
+    from dataclasses import asdict
+
+    from quant.qat import finish, save_quantized, train_qat
+
+    start = time.perf_counter()
+    run = train_qat(recipe, root, log, progress)
+    student = finish(run.student)
+    net = create_model(recipe.model, recipe.checkpoint)
+    out_path = Path(out)
+    state_file = out_path.with_name(out_path.stem + ".qat.safetensors")
+    stored = {"model": recipe.model, "method": "qvit", "wbits": recipe.wbits, "abits": recipe.abits,
+              "mp": default_map(recipe.wbits, recipe.abits, recipe.first_last_8bit).to_dict(), "calib": recipe.calib,
+              "seed": recipe.seed, "data": recipe.data, "checkpoint": recipe.checkpoint, "qat": asdict(recipe),
+              "qat_state": state_file.name}
+    qmodel = QuantModel(student, recipe.model, {"method": "qvit", "bits": run.bits, "calibration_images": recipe.calib,
+                                                "input_shape": list(input_shape(net)), "recipe": stored,
+                                                "model": recipe.model, "qat_history": run.history})
+    program = qmodel.export()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    save(program, out_path)
+    save_quantized(student, state_file, stored)
+    images, labels = eval_data(recipe.data, net, limit, root)
+    fp32 = torch_predict(net, images, progress=progress)
+    fq = fq_predict(qmodel, images, progress=progress)
+    ints, saturations, ips = int_predict(program, images, progress=progress)
+    return {"model": recipe.model, "method": "qvit", "wbits": recipe.wbits, "abits": recipe.abits, "pot": recipe.pot,
+            "epochs": recipe.epochs, "out": str(out_path), "qat_state": str(state_file), "n": int(len(labels)),
+            "fp32_top1": _top1(fp32, labels), "quant_top1": _top1(fq, labels), "int_top1": _top1(ints, labels),
+            "agreement": float((ints == fq).mean()), "held_out_top1": run.history[-1]["held_out_top1"],
+            "train_s": round(run.train_s, 1), "total_s": round(time.perf_counter() - start, 1),
+            "resumed_from_epoch": run.resumed_from, "history": run.history, "images_per_s": round(ips, 1),
+            "overflows": {k: v for k, v in saturations.items() if v}, "recipe": asdict(recipe)}

