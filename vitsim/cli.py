@@ -202,9 +202,19 @@ def cmd_table(args: argparse.Namespace) -> int:
     from vitsim.table import DEFAULT_BITS, build_table, markdown, write_readme
 
     methods = args.methods or TABLE_METHODS
-    rows = build_table(args.models, methods, args.bits or list(DEFAULT_BITS), args.out, args.limit, fresh=args.fresh,
-                       progress=not args.json, results_file=args.results)
-    table = markdown(rows)
+    if args.qat:  # Q-ViT's rows beside the best PTQ method of each (model, bits): the PTQ rows are measured if missing
+        from vitsim.table import qat_markdown, read_rows
+
+        qat_rows = read_rows(args.qat)
+        rows = []
+        for q in qat_rows:
+            rows += build_table([q["model"]], methods, [f"W{q['wbits']}A{q['abits']}"], args.out, args.limit,
+                                fresh=args.fresh, progress=not args.json, results_file=args.results)
+        table = qat_markdown(rows, qat_rows)
+    else:
+        rows = build_table(args.models, methods, args.bits or list(DEFAULT_BITS), args.out, args.limit,
+                           fresh=args.fresh, progress=not args.json, results_file=args.results)
+        table = markdown(rows)
     Path(args.out, "table.md").write_text(table)
     if args.readme:
         command = "vitsim table " + " ".join(sys.argv[2:])
@@ -359,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--section", default="",
                    help="which marked section: <!-- vitsim table SECTION: begin --> (default: the unnamed one)")
     p.add_argument("--fresh", action="store_true", help="recompute rows already in results.jsonl")
+    p.add_argument("--qat", default=None, metavar="FILE",
+                   help="instead: the Q-ViT rows of FILE (vitsim qat --results) beside the best PTQ method of each")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_table)
 

@@ -87,8 +87,8 @@ def build_quantized(recipe: dict[str, Any], progress: bool = False,
 
         shape = input_shape(net)
         bits = bits_map.resolve(gemm_layers(capture(net, shape)))
-        qg = load_quantized((base or Path(".")) / recipe["qat_state"], net, shape, bits)
-        return net, QuantModel(qg, recipe["model"], {"recipe": recipe, "model": recipe["model"]})
+        qg, metadata = load_quantized((base or Path(".")) / recipe["qat_state"], net, shape, bits)
+        return net, QuantModel(qg, recipe["model"], metadata)
     calib = calibration_data(recipe["data"], net, recipe["calib"], recipe["seed"], recipe.get("root"))
     meta = {"recipe": recipe, "model": recipe["model"]}
     q = quantize_model(net, calib, get_method(recipe["method"]), bits_map, name=recipe["model"], metadata=meta, progress=progress)
@@ -175,13 +175,14 @@ def qat(recipe, out: str, limit: int | None = None, root: str | None = None, pro
               "mp": default_map(recipe.wbits, recipe.abits, recipe.first_last_8bit).to_dict(), "calib": recipe.calib,
               "seed": recipe.seed, "data": recipe.data, "checkpoint": recipe.checkpoint, "qat": asdict(recipe),
               "qat_state": state_file.name}
-    qmodel = QuantModel(student, recipe.model, {"method": "qvit", "bits": run.bits, "calibration_images": recipe.calib,
-                                                "input_shape": list(input_shape(net)), "recipe": stored,
-                                                "model": recipe.model, "qat_history": run.history})
+    metadata = {"method": "qvit", "bits": run.bits, "calibration_images": recipe.calib,
+                "input_shape": list(input_shape(net)), "recipe": stored, "model": recipe.model,
+                "qat_history": run.history, "train_s": round(run.train_s, 1)}
+    qmodel = QuantModel(student, recipe.model, metadata)
     program = qmodel.export()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save(program, out_path)
-    save_quantized(student, state_file, stored)
+    save_quantized(student, state_file, metadata)
     images, labels = eval_data(recipe.data, net, limit, root)
     fp32 = torch_predict(net, images, progress=progress)
     fq = fq_predict(qmodel, images, progress=progress)

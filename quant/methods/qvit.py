@@ -263,6 +263,7 @@ class AttentionTaps:
 
     def __init__(self, qg: QuantGraph) -> None:
         self.values: list[torch.Tensor] = []
+        self.active = True  # off while the model is evaluated
         self.handles = []
         for prefix in attention_prefixes(qg):
             for operand in ("a", "b"):
@@ -272,7 +273,8 @@ class AttentionTaps:
 
     def _keep(self, transpose: bool):
         def hook(_module, _inputs, out):
-            self.values.append(out.transpose(-1, -2) if transpose else out)
+            if self.active:
+                self.values.append(out.transpose(-1, -2) if transpose else out)
         return hook
 
     def take(self) -> list[torch.Tensor]:

@@ -49,3 +49,23 @@ def test_inference_fake_quant_equals_the_training_node(scale_shape, bits, signed
     trained = fake_quant_ste(x.clone().requires_grad_(), scale, bits, signed, zero).detach()
     assert torch.equal(x, before)
     assert torch.equal(fast, trained) and fast.dtype == trained.dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,scale_shape", [((5, 7, 6), ()), ((5, 7, 6), (6,)), ((4, 3, 5, 5), (3, 1, 1)),
+                                               ((2, 4, 3, 3), (4, 1, 1))])
+def test_numba_forward_is_bit_identical_to_torch(dtype, shape, scale_shape):
+    """The one-loop forward (quant.fakequant_kernel) must give torch's values bit for bit, in float32 too (where
+    x / s + 1/2 rounds in single precision), or reconstruction and QAT would drift from the expression they train."""
+    from quant.fakequant_kernel import fused_forward
+
+    torch.manual_seed(len(shape) + len(scale_shape))
+    x = torch.randn(shape, dtype=dtype) * 9
+    x.view(-1)[:5] = torch.tensor([0.5, -0.5, 1.5, 2.5, -3.5], dtype=dtype) * 0.25  # exact ties at scale 0.25
+    scale = (torch.rand(scale_shape, dtype=dtype) + 0.2) if scale_shape else torch.tensor(0.25, dtype=dtype)
+    for zero in (0, 2.0):
+        out, v, q, inside = fused_forward(x, scale, -4, 3, zero)
+        v_t = x / scale
+        codes = torch.floor(v_t + 0.5) + zero
+        assert torch.equal(v, v_t) and torch.equal(inside, (codes >= -4) & (codes <= 3))
+        assert torch.equal(q, codes.clamp(-4, 3) - zero) and torch.equal(out, q * scale)

@@ -178,3 +178,36 @@ def test_trained_constants_reach_the_program(deit_fmnist, fmnist_test):
     with torch.no_grad():
         q.qg.gm.pos_embed.add_(0.5)
     assert_exact(q, q.export(), fmnist_test[0][:2])
+
+
+class _Stop(Exception):
+    pass
+
+
+def _tiny(wbits: int = 3, abits: int = 3, **kw):
+    from quant.qat import QATRecipe
+
+    return QATRecipe("deit_fmnist", wbits, abits, **{"epochs": 2, "batch_size": 32, "train_images": 128, "calib": 32,
+                                                     "held_out": 300, **kw})
+
+
+def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+    from quant.qat import train_qat
+
+    monkeypatch.setenv("VITSIM_CACHE", str(tmp_path / "a"))
+    recipe = _tiny()
+
+    def stop(line: str) -> None:
+        if line.startswith("epoch 1/"):
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_qat(recipe, log=stop, progress=False)
+    lines = []
+    resumed = train_qat(recipe, log=lines.append, progress=False)
+    assert resumed.resumed_from == 1 and lines[0].startswith("resuming")
+    monkeypatch.setenv("VITSIM_CACHE", str(tmp_path / "b"))
+    straight = train_qat(recipe, log=lambda s: None, progress=False)
+    a, b = resumed.student.state_dict(), straight.student.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]

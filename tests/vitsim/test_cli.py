@@ -39,6 +39,28 @@ def test_quantize_and_simulate_json(tmp_path, capsys):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "dram_bytes_per_cycle" in bad.stderr
 
 
+def test_qat_json_and_its_program_simulates_with_the_same_numbers(tmp_path, monkeypatch):
+    """``vitsim qat`` in a subprocess (its training log and progress on stderr, one JSON object on stdout); the
+    program it writes is rebuilt by ``simulate`` from the trained model saved beside it, with the same numbers."""
+    import os
+
+    env = {**os.environ, "VITSIM_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "qat.vitp"
+    res = subprocess.run([sys.executable, "-m", "vitsim", "qat", "--wbits", "4", "--abits", "4", "--epochs", "1",
+                          "--train-images", "64", "--batch-size", "32", "--held-out", "200", "--limit", "200",
+                          "--out", str(out), "--json"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert {"fp32_top1", "quant_top1", "int_top1", "agreement", "held_out_top1", "train_s", "history"} <= set(r)
+    assert r["agreement"] >= 0.99 and r["n"] == 200 and len(r["history"]) == 1 and "epoch 1/1" in res.stderr
+    assert (tmp_path / "qat.qat.safetensors").exists()
+    s = run_cli("simulate", str(out), "--limit", "200", "--json")
+    s = json.loads(s.stdout)
+    assert s["top1"] == r["int_top1"] and s["agreement"] == r["agreement"] and "warning" not in s
+    bad = run_cli("qat", "--wbits", "9", "--abits", "4", "--out", str(tmp_path / "bad.vitp"))
+    assert bad.returncode == 2 and "wbits" in bad.stderr and not (tmp_path / "bad.vitp").exists()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--wbits", "1"], "wbits"),
     (["--abits", "33"], "abits"),
