@@ -52,7 +52,7 @@ class QATRecipe:
     model: str
     wbits: int
     abits: int
-    epochs: int = 4
+    epochs: int = 3
     pot: bool = False
     batch_size: int = 64
     lr: float = 1e-4              # weights, biases, LayerNorm affine, embeddings (AdamW, cosine to 0)

@@ -247,8 +247,12 @@ def prepare_student(qg: QuantGraph, pot: bool, irm: bool = True) -> list[Informa
 
 
 def similarity(x: torch.Tensor) -> torch.Tensor:
-    """Row-normalised patch similarity x x^T [..., N, N] of x [..., N, D]."""
-    return F.normalize(x @ x.transpose(-1, -2), dim=-1)
+    """Row-normalised patch similarity x x^T [..., N, N] of x [..., N, D]. A quantized q or k often has all-zero rows
+    (every code of a token rounds to 0); their similarity row stays 0 and gives no gradient (normalising it with an
+    epsilon, as F.normalize does, sends 1/eps into q and wrecks the model)."""
+    g = x @ x.transpose(-1, -2)
+    norm = g.norm(dim=-1, keepdim=True)
+    return torch.where(norm > 0, g / norm.clamp_min(1e-12), torch.zeros_like(g))
 
 
 def dgd_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:

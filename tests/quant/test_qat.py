@@ -211,3 +211,16 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     a, b = resumed.student.state_dict(), straight.student.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+
+
+def test_dgd_gives_no_gradient_through_an_all_zero_row():
+    """A quantized q with a token whose codes all round to 0: its similarity row is 0 and must not send the 1/eps
+    gradient of an epsilon-normalisation into q (which wrecked QAT before it was caught)."""
+    torch.manual_seed(4)
+    q = torch.randn(1, 2, 6, 4, dtype=torch.float64)
+    q[0, 0, 2] = 0
+    q.requires_grad_()
+    teacher = [torch.randn(1, 2, 6, 4, dtype=torch.float64)]
+    dgd_loss([q], teacher).backward()
+    assert torch.isfinite(q.grad).all() and q.grad.abs().max() < 10
+    assert torch.equal(similarity(q.detach())[0, 0, 2], torch.zeros(6, dtype=torch.float64))
