@@ -109,3 +109,26 @@ def test_the_fingerprint_follows_code_not_prose(tmp_path, monkeypatch):
     prose = fingerprint({"m": '"""Other doc."""\nclass M:\n    """More doc."""\n    lr = 1e-3  # why\n'}, "m")
     code = fingerprint({"m": '"""Doc."""\nclass M:\n    """Doc."""\n    lr = 3e-3\n'}, "m")
     assert base == prose != code
+
+
+def test_qat_table_sets_each_qat_row_beside_the_best_ptq_method_of_its_model_and_bits(tmp_path):
+    from vitsim.table import qat_markdown, read_rows
+
+    def ptq(model, method, w, top1):
+        return {"model": model, "method": method, "wbits": w, "abits": w, "int_top1": top1}
+
+    ptq_rows = [ptq("deit_fmnist", "pfcr", 3, 0.8722), ptq("deit_fmnist", "minmax", 3, 0.40),
+                ptq("deit_fmnist", "pfcr", 2, 0.5274), ptq("deit_fmnist", "p2vit", 2, 0.60),
+                ptq("swin_fmnist", "mptq", 3, 0.95)]
+    results = tmp_path / "qat.jsonl"
+    base = {"method": "qvit", "fp32_top1": 0.9114, "quant_top1": 0.9, "agreement": 1.0, "epochs": 3, "train_s": 2700}
+    lines = [{**base, "model": "deit_fmnist", "wbits": 3, "abits": 3, "int_top1": 0.80},   # superseded below
+             {**base, "model": "deit_fmnist", "wbits": 3, "abits": 3, "int_top1": 0.8950},
+             {**base, "model": "deit_fmnist", "wbits": 2, "abits": 2, "int_top1": 0.7000}]
+    results.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    rows = read_rows(str(results))
+    assert [r["int_top1"] for r in rows] == [0.8950, 0.7000]
+    table = qat_markdown(ptq_rows, rows)
+    assert "| deit_fmnist | W3A3 | pfcr | 87.22 % | 89.50 % | +2.28 pt |" in table
+    assert "| deit_fmnist | W2A2 | p2vit | 60.00 % | 70.00 % | +10.00 pt |" in table
+    assert "45 min 00 s" in table
