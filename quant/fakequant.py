@@ -114,7 +114,8 @@ class ActQuant(torch.nn.Module):
     """One activation quantization site. ``role`` tells the method what kind of tensor it is:
     ``tensor`` (a GEMM operand, per tensor), ``ptf`` (LayerNorm output read by a Linear: per-channel power-of-two
     factors allowed), ``skewed`` (one-sided range: a zero point allowed), ``head`` (MatMul operand, per head along
-    axis -3), ``softmax`` (post-softmax probabilities: log2 codes or uniform 2^-bits), ``internal`` (16-bit
+    axis -3), ``softmax`` (post-softmax probabilities: log2 codes, uniform 2^-bits, or per head), ``probs`` (the softmax's
+    16-bit uniform output that a per-head ``softmax`` site requantizes), ``internal`` (16-bit
     power-of-two: residual stream, logits, GELU input)."""
 
     def __init__(self, name: str, role: str, bits: int, max_exp: int | None = None) -> None:

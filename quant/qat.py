@@ -54,7 +54,7 @@ class QATRecipe:
     model: str
     wbits: int
     abits: int
-    epochs: int = 3
+    epochs: int = 4
     pot: bool = False
     batch_size: int = 64
     lr: float = 1e-4              # weights, biases, LayerNorm affine, embeddings (Adam, cosine to 0)
