@@ -210,7 +210,8 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     straight = train_qat(recipe, log=lambda s: None, progress=False)
     a, b = resumed.student.state_dict(), straight.student.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    untimed = [[{k: v for k, v in h.items() if k != "seconds"} for h in run.history] for run in (resumed, straight)]
+    assert untimed[0] == untimed[1] and len(untimed[0]) == 3  # epoch 0 (the start), 1, 2
 
 
 def test_dgd_gives_no_gradient_through_an_all_zero_row():
@@ -224,3 +225,15 @@ def test_dgd_gives_no_gradient_through_an_all_zero_row():
     dgd_loss([q], teacher).backward()
     assert torch.isfinite(q.grad).all() and q.grad.abs().max() < 10
     assert torch.equal(similarity(q.detach())[0, 0, 2], torch.zeros(6, dtype=torch.float64))
+
+
+def test_a_short_w2a2_run_lifts_held_out_accuracy_far_above_its_start(tmp_path, monkeypatch):
+    """Quality floor: 40 steps of Q-ViT at W2A2 (batch 32) take the held-out fake-quant top-1 well above where the
+    initial formats leave it; a training loop whose gradients do not reach the scales or weights (a broken STE, a
+    detached port, DGD's 1/eps) stays near the start or falls."""
+    from quant.qat import train_qat
+
+    monkeypatch.setenv("VITSIM_CACHE", str(tmp_path))
+    run = train_qat(_tiny(2, 2, epochs=1, train_images=1280, held_out=500), log=lambda s: None, progress=False)
+    start, end = run.history[0]["held_out_top1"], run.history[-1]["held_out_top1"]
+    assert end >= start + 0.08 and end >= 0.45, (start, end)  # measured: 0.390 -> 0.512
