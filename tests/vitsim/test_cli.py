@@ -41,19 +41,24 @@ def test_quantize_and_simulate_json(tmp_path, capsys):
 
 def test_qat_json_and_its_program_simulates_with_the_same_numbers(tmp_path, monkeypatch):
     """``vitsim qat`` in a subprocess (its training log and progress on stderr, one JSON object on stdout); the
-    program it writes is rebuilt by ``simulate`` from the trained model saved beside it, with the same numbers."""
+    program it writes is rebuilt by ``simulate`` from the trained model saved beside it, with the same numbers. With
+    ``--pot`` every scale learnt is a power of two, so every requantization in the program is a shift."""
     import os
 
     env = {**os.environ, "VITSIM_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "qat.vitp"
-    res = subprocess.run([sys.executable, "-m", "vitsim", "qat", "--wbits", "4", "--abits", "4", "--epochs", "1",
+    res = subprocess.run([sys.executable, "-m", "vitsim", "qat", "--wbits", "4", "--abits", "4", "--epochs", "1", "--pot",
                           "--train-images", "64", "--batch-size", "32", "--held-out", "200", "--limit", "200",
                           "--out", str(out), "--json"], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
     assert {"fp32_top1", "quant_top1", "int_top1", "agreement", "held_out_top1", "train_s", "history"} <= set(r)
-    assert r["agreement"] >= 0.99 and r["n"] == 200 and len(r["history"]) == 1 and "epoch 1/1" in res.stderr
-    assert (tmp_path / "qat.qat.safetensors").exists()
+    assert r["agreement"] >= 0.99 and r["n"] == 200 and len(r["history"]) == 2 and "epoch 1/1" in res.stderr
+    assert (tmp_path / "qat.qat.safetensors").exists() and r["pot"]
+    from hwsim.ir import load
+
+    modes = {op.attrs.get("mode") for op in load(out).ops if op.kind == "Requant"}
+    assert modes == {"shift"}
     s = run_cli("simulate", str(out), "--limit", "200", "--json")
     s = json.loads(s.stdout)
     assert s["top1"] == r["int_top1"] and s["agreement"] == r["agreement"] and "warning" not in s
