@@ -82,7 +82,8 @@ class Calibration:
         then refined by the method where it learns (reconstruction)."""
         from quant.formats import assign_formats
 
-        qg = QuantGraph.build(self.captured, bits, self.method.softmax_code_bits, self.method.softmax_per_head)
+        qg = QuantGraph.build(self.captured, bits, self.method.softmax_code_bits,
+                              getattr(self.method, "softmax_per_head", False))
         assign_formats(qg, self.observers, self.method, self.memo)
         qg.set_mode("quant")
         if self.data is not None:
@@ -95,6 +96,7 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, method: object, prog
     captured = capture(model, tuple(images.shape[1:]))
     method.prepare(captured, images)
     probe_bits = {name: {"wbits": 8, "abits": 8} for name in gemm_layers(captured)}
-    qg = QuantGraph.build(captured, probe_bits, method.softmax_code_bits, method.softmax_per_head)
+    qg = QuantGraph.build(captured, probe_bits, method.softmax_code_bits,
+                          getattr(method, "softmax_per_head", False))
     observers = observe(qg, images, progress)
     return Calibration(captured, observers, method, int(len(images)), data=images.detach().clone())

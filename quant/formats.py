@@ -3,7 +3,7 @@
 Roles (quant.fakequant.ActQuant): ``internal`` sites are 16-bit powers of two covering the observed range (no
 clipping; softmax and GELU inputs keep at least 0 fractional bits), in every method, because the integer nonlinear
 units take fractional-bit inputs; ``softmax`` sites are the method's log2 codes or uniform 2^-bits codes, or with one
-scale per head (``Method.softmax_per_head``) requantized from a ``probs`` site, the softmax's 16-bit 2^-16 grid; the others
+scale per head (a method whose ``softmax_per_head`` is set, Q-ViT) requantized from a ``probs`` site, the softmax's 16-bit 2^-16 grid; the others
 (``tensor``, ``ptf``, ``skewed``, ``head``) and the weights are the method's choice.
 
 Every choice depends only on the calibration (the prepared graph, the site's statistics, its consumer's weight, the

@@ -21,7 +21,6 @@ class Method(ABC):
     softmax_log2_bits: int | None = None  # None: uniform softmax output at the matmul's activation bits
     softmax_sqrt2 = False                 # log codes of base sqrt(2) (RepQ-ViT) instead of 2
     calibration_images = 256              # the default calibration set (vitsim quantize --calib)
-    softmax_per_head = False              # uniform probabilities with one scale per head (quant.sites.QuantGraph.build)
 
     def softmax_code_bits(self, abits: int) -> int | None:
         """Width of the post-softmax log codes at a MatMul of ``abits``; None for uniform codes at ``abits``."""
@@ -71,11 +70,6 @@ class Method(ABC):
         """(scale, zero point) of a LayerNorm output read by a Linear: ``ptf_scale`` without a zero point here; a
         per-tensor zero point is allowed (the integer LayerNorm adds it)."""
         return self.ptf_scale(obs, bits, consumer), 0
-
-    def softmax_head_scales(self, rows: torch.Tensor, bits: int) -> torch.Tensor:
-        """One scale per head [heads] for unsigned post-softmax codes from calibration ``rows`` [n, heads, keys]
-        (methods with ``softmax_per_head``)."""
-        raise NotImplementedError(f"{self.name} has no per-head softmax scales")
 
     @staticmethod
     def internal_exp(absmax: torch.Tensor, bits: int = 16) -> int:

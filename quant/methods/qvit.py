@@ -51,7 +51,7 @@ class QViT(Method):
 
     name = "qvit"
     softmax_log2_bits = None
-    softmax_per_head = True
+    softmax_per_head = True   # quant.sites: 16-bit probabilities, then one scale per head
     calibration_images = 256
 
     def __init__(self, pot: bool = False) -> None:
