@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from models import fmnist
 from models.checkpoint import _atomic_write
+from models.evaluate import evaluate_arrays
 from models.progress import progress as show
 from models.registry import create_model
 from models.train import augment
@@ -40,8 +41,9 @@ from quant.calibrate import calibrate
 from quant.graph.capture import capture
 from quant.methods.qvit import (DGD_WEIGHT, AttentionTaps, QViT, dgd_loss, fold_rectifiers, prepare_student,
                                 start_rectifiers)
+from quant.mixed_precision import MixedPrecisionMap
 from quant.parts import QuantError
-from quant.sites import QuantGraph
+from quant.sites import QuantGraph, gemm_layers
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class QATRecipe:
 @dataclass
 class QATRun:
     recipe: QATRecipe
+    net: torch.nn.Module             # the float model (teacher)
     student: QuantGraph
     bits: dict[str, dict[str, int]]
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -89,7 +92,7 @@ def _state_path(recipe: QATRecipe) -> Path:
     return root / "qat" / f"{recipe.model}-w{recipe.wbits}a{recipe.abits}-{recipe.key()}.pt"
 
 
-def split(recipe: QATRecipe, root: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+def split(recipe: QATRecipe, root: str | None = None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
     """(raw training images [n, 1, 28, 28] in [0, 1], their labels, normalised held-out images, held-out labels)."""
     if recipe.data != "fmnist":
         raise QuantError("QAT trains on the Fashion-MNIST training set (data 'fmnist')")
@@ -97,7 +100,7 @@ def split(recipe: QATRecipe, root: str | None = None) -> tuple[torch.Tensor, tor
     order = np.random.default_rng(recipe.seed).permutation(len(images))
     held, train = np.sort(order[:recipe.held_out]), np.sort(order[recipe.held_out:])
     raw = torch.from_numpy(images[train].astype(np.float32)[:, None] / 255.0)
-    return raw, torch.from_numpy(labels[train]), torch.from_numpy(fmnist.normalize(images[held])), labels[held]
+    return raw, torch.from_numpy(labels[train]), fmnist.normalize(images[held]), labels[held]
 
 
 def _normalise(raw: torch.Tensor) -> torch.Tensor:
@@ -137,12 +140,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch
                     log_target=True)
 
 
-@torch.no_grad()
-def top1(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, batch_size: int = 500) -> float:
-    preds = [model(images[i:i + batch_size].float()).argmax(-1) for i in range(0, len(images), batch_size)]
-    return float((torch.cat(preds).numpy() == labels).mean())
-
-
 def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], None] = print,
               progress: bool = True) -> QATRun:
     """Train (or resume) ``recipe``; the returned student is still trainable (``finish`` freezes it)."""
@@ -156,7 +153,7 @@ def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], N
     per_epoch = len(raw) if recipe.train_images is None else min(recipe.train_images, len(raw))
     steps_per_epoch = per_epoch // recipe.batch_size
     total = recipe.epochs * steps_per_epoch
-    run = QATRun(recipe, student, bits)
+    run = QATRun(recipe, net, student, bits)
     state_path = _state_path(recipe)
     step, first_epoch = 0, 0
     if state_path.exists():
@@ -170,7 +167,8 @@ def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], N
         log(f"resuming {recipe.model} W{recipe.wbits}A{recipe.abits} QAT from {state_path} after epoch {first_epoch}")
     if not run.history:  # where training starts: Q-ViT's initial formats, untrained
         student.eval()
-        run.history.append({"epoch": 0, "held_out_top1": round(top1(student, held_x, held_y), 4)})
+        start_top1 = evaluate_arrays(student, held_x, held_y, batch_size=500)
+        run.history.append({"epoch": 0, "held_out_top1": round(start_top1, 4)})
         log(f"epoch 0 (initial formats): held-out fake-quant top-1 {run.history[0]['held_out_top1']:.4f}")
     s_taps = AttentionTaps(student) if recipe.dgd else None
     t_taps = AttentionTaps(teacher) if recipe.dgd else None
@@ -203,7 +201,7 @@ def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], N
             student.eval()
             if s_taps:
                 s_taps.active = False
-            held = top1(student, held_x, held_y)
+            held = evaluate_arrays(student, held_x, held_y, batch_size=500)
             if s_taps:
                 s_taps.active = True
             run.train_s += time.perf_counter() - start
@@ -251,13 +249,15 @@ def save_quantized(student: QuantGraph, path: str | Path, metadata: dict[str, An
 
 
 def load_quantized(path: str | Path, net: torch.nn.Module, input_shape: tuple[int, ...],
-                   bits: dict[str, dict[str, int]]) -> tuple[QuantGraph, dict[str, Any]]:
-    """Rebuild a saved student around ``net`` (its float model) at ``bits`` without calibrating or training; returns
-    it with the metadata saved beside it."""
+                   bits_map: MixedPrecisionMap) -> tuple[QuantGraph, dict[str, Any]]:
+    """Rebuild a saved student around ``net`` (its float model) at ``bits_map`` without calibrating or training;
+    returns it with the metadata saved beside it."""
     from safetensors import safe_open
 
     method = QViT()
-    qg = QuantGraph.build(capture(net, tuple(input_shape)), bits, method.softmax_code_bits, method.softmax_per_head)
+    captured = capture(net, tuple(input_shape))
+    bits = bits_map.resolve(gemm_layers(captured))
+    qg = QuantGraph.build(captured, bits, method.softmax_code_bits, method.softmax_per_head)
     with safe_open(str(path), "pt") as f:
         formats = json.loads(f.metadata()["formats"])
         metadata = json.loads(f.metadata()["vitsim"])

@@ -81,13 +81,9 @@ def build_quantized(recipe: dict[str, Any], progress: bool = False,
     net = create_model(recipe["model"], recipe.get("checkpoint"), pretrained=recipe.get("checkpoint") is None and recipe.get("pretrained", True))
     bits_map = MixedPrecisionMap.from_dict(recipe["mp"])
     if "qat_state" in recipe:
-        from quant.graph.capture import capture
         from quant.qat import load_quantized
-        from quant.sites import gemm_layers
 
-        shape = input_shape(net)
-        bits = bits_map.resolve(gemm_layers(capture(net, shape)))
-        qg, metadata = load_quantized((base or Path(".")) / recipe["qat_state"], net, shape, bits)
+        qg, metadata = load_quantized((base or Path(".")) / recipe["qat_state"], net, input_shape(net), bits_map)
         return net, QuantModel(qg, recipe["model"], metadata)
     calib = calibration_data(recipe["data"], net, recipe["calib"], recipe["seed"], recipe.get("root"))
     meta = {"recipe": recipe, "model": recipe["model"]}
@@ -167,8 +163,7 @@ def qat(recipe, out: str, limit: int | None = None, root: str | None = None, pro
 
     start = time.perf_counter()
     run = train_qat(recipe, root, log, progress)
-    student = finish(run.student)
-    net = create_model(recipe.model, recipe.checkpoint)
+    student, net = finish(run.student), run.net
     out_path = Path(out)
     state_file = out_path.with_name(out_path.stem + ".qat.safetensors")
     stored = {"model": recipe.model, "method": "qvit", "wbits": recipe.wbits, "abits": recipe.abits,

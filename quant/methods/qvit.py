@@ -95,13 +95,9 @@ class QViT(Method):
         return cands[errors.argmin(0)]
 
 
-def _site_nodes(qg: QuantGraph) -> dict[str, fx.Node]:
-    return {n.meta["path"]: n for n in qg.gm.graph.nodes if n.meta.get("kind") == "site"}
-
-
-def zero_point_allowed(qg: QuantGraph, site: ActQuant) -> bool:
-    """Whether the integer program can carry a zero point on ``site`` (its producer adds one, see ZERO_POINT_SOURCES)."""
-    node = _site_nodes(qg).get(site.name)
+def zero_point_allowed(site: ActQuant, node: fx.Node | None) -> bool:
+    """Whether the integer program can carry a zero point on ``site`` (graph node ``node``): its producer adds one
+    (ZERO_POINT_SOURCES)."""
     return node is not None and site.role in ("tensor", "ptf", "skewed") and not site.per_head \
         and _source(node.args[0]).meta.get("kind") in ZERO_POINT_SOURCES
 
@@ -237,9 +233,10 @@ def fold_rectifiers(qg: QuantGraph) -> None:
 
 def prepare_student(qg: QuantGraph, pot: bool, irm: bool = True) -> list[InformationRectification]:
     """Make every learnable scale (and allowed zero point) trainable and (``irm``) put an IRM on every attention."""
+    nodes = {n.meta["path"]: n for n in qg.gm.graph.nodes if n.meta.get("kind") == "site"}
     for site in qg.sites.values():
         if site.role in LEARNED_ROLES and not site.log2 and not site.twin_m:
-            site.learn_scale(pot, zero_point=zero_point_allowed(qg, site))
+            site.learn_scale(pot, zero_point=zero_point_allowed(site, nodes.get(site.name)))
     for g in qg.gemms.values():
         if g.module is not None:
             g.module.wq.learn_scale(pot)
@@ -258,7 +255,8 @@ def similarity(x: torch.Tensor) -> torch.Tensor:
 def dgd_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
     """Mean over the tapped tensors (q and k of every attention, [B, H, N, D]), heads and images of the Frobenius
     distance between the teacher's and the student's row-normalised similarity matrices."""
-    losses = [(similarity(t.detach()) - similarity(s)).flatten(-2).norm(dim=-1).mean() for s, t in zip(student, teacher)]
+    losses = [(similarity(t.detach()) - similarity(s)).flatten(-2).norm(dim=-1).mean()
+              for s, t in zip(student, teacher)]
     return torch.stack(losses).mean()
 
 

@@ -23,7 +23,8 @@ from models.data import calibration_data
 from quant.build import QuantModel, default_map
 from quant.calibrate import calibrate
 from quant.fakequant import ActQuant, QuantLayerNorm, WeightQuant
-from quant.methods.qvit import QViT, dgd_loss, fold_rectifiers, prepare_student, similarity, start_rectifiers
+from quant.methods.qvit import QViT, dgd_loss, prepare_student, similarity, start_rectifiers
+from quant.qat import finish
 from quant.parts import QuantError, qrange
 from tests.quant.test_architectures import assert_exact
 
@@ -149,22 +150,18 @@ def test_rectifiers_fold_into_the_program_bit_exact(qvit_student, fmnist_test, p
     with pytest.raises(QuantError, match="folded"):
         model.export()
     before = model(images)
-    fold_rectifiers(qg)
-    for s in qg.sites.values():
-        s.freeze()
-    for g in qg.gemms.values():
-        if g.module is not None:
-            g.module.wq.freeze()
+    finish(qg)
     after = model(images)
     assert torch.allclose(before, after, atol=1e-3 * float(before.abs().max()))
     assert torch.equal(before.argmax(1), after.argmax(1))
     qkv = qg.gemms["blocks.0.attn.qkv"].module.wq.scale
     assert not pot or torch.equal(torch.exp2(torch.round(torch.log2(qkv))), qkv)
     program = model.export()
-    kinds = [(op.kind, program.tensors[op.outputs[0]].bits) for op in program.ops if op.name.startswith("blocks.0.attn.")]
-    assert ("Softmax", 16) in kinds  # 16-bit probabilities, then a per-head requantization for attn @ V
-    heads = program.tensors["blocks.0.attn.matmul_av.a.out"]
-    assert heads.axis == -3 or heads.channel_exps is not None or heads.scale is None
+    softmax = next(op for op in program.ops if op.kind == "Softmax")
+    assert program.tensors[softmax.outputs[0]].bits == 16  # 16-bit probabilities, then one requantization per head
+    requant = next(op for op in program.ops if softmax.outputs[0] in op.inputs)
+    heads = program.tensors[requant.outputs[0]]
+    assert requant.kind == "Requant" and heads.bits == 4 and heads.axis % len(heads.shape) == 0  # the head axis
     assert_exact(model, program, fmnist_test[0][:2])
 
 
