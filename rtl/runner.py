@@ -121,13 +121,22 @@ def _build(sim: str, toplevel: str, sources: tuple[str, ...], parameters: dict[s
     return runner, build_dir
 
 
+def prebuild_gemm(sim: str, rows: int, cols: int, addr_w: int, waves: bool = False,
+                  build_root: Path | None = None) -> None:
+    """Build gemm_engine for these parameters now (before parallel runs share the build)."""
+    _build(sim, "gemm_engine", GEMM_SOURCES, {"R": rows, "C": cols, "ADDR_W": addr_w},
+           Path(build_root or DEFAULT_BUILD_ROOT), waves)
+
+
 def run_gemm_jobs(jobs: list[GemmJob], sim: str = "verilator", rows: int = 8, cols: int = 8,
-                  build_root: Path | None = None, waves: bool = False, seed: int = 1) -> list[dict[str, Any]]:
-    """Run GEMM jobs on gemm_engine (rows x cols) in ``sim``; returns per-job bit_exact, rtl/model cycles, wall_s."""
+                  build_root: Path | None = None, waves: bool = False, seed: int = 1,
+                  addr_w: int | None = None) -> list[dict[str, Any]]:
+    """Run GEMM jobs on gemm_engine (rows x cols) in ``sim``; returns per-job bit_exact, rtl/model cycles, wall_s.
+    ``addr_w``: the buffers' address width (default: what ``jobs`` need; give a common one to share a build)."""
     if not jobs:
         raise ValueError("no GEMM jobs to run")
     build_root = Path(build_root or DEFAULT_BUILD_ROOT)
-    params = {"R": rows, "C": cols, "ADDR_W": addr_bits(jobs)}
+    params = {"R": rows, "C": cols, "ADDR_W": addr_w or addr_bits(jobs)}
     start = time.perf_counter()
     runner, build_dir = _build(sim, "gemm_engine", GEMM_SOURCES, params, build_root, waves)
     build_s = time.perf_counter() - start
@@ -203,10 +212,31 @@ def _pow2_at_least(n: int, lo: int) -> int:
     return 1 << max(lo, math.ceil(math.log2(max(n, 1))))
 
 
+def _softmax_params(job) -> dict[str, int]:
+    return {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1))), "N_MAX": _pow2_at_least(job.x.shape[1], 6)}
+
+
+def _layernorm_params(job) -> dict[str, int]:
+    return {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1))), "C_MAX": _pow2_at_least(job.x.shape[1], 6)}
+
+
+def _gelu_params(job) -> dict[str, int]:
+    return {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1)))}
+
+
+UNITS = {"softmax": ("softmax_unit", _softmax_params), "norm1": ("layernorm_unit", _layernorm_params),
+         "norm2": ("layernorm_unit", _layernorm_params), "gelu": ("gelu_unit", _gelu_params)}
+
+
+def prebuild_unit(kind: str, job, sim: str, build_root: Path | None = None) -> None:
+    """Build the unit that runs ``job`` now (before parallel runs share the build)."""
+    toplevel, params = UNITS[kind]
+    _build(sim, toplevel, sources(toplevel), params(job), Path(build_root or DEFAULT_BUILD_ROOT), False)
+
+
 def run_softmax_job(job, sim: str = "verilator", build_root: Path | None = None, seed: int = 1) -> dict[str, Any]:
     """Run real attention rows through softmax_unit; returns bit_exact and cycles (RTL and model)."""
-    params = {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1))), "N_MAX": _pow2_at_least(job.x.shape[1], 6)}
-    return _run_unit("softmax_unit", params, sim, "rtl.tb_softmax", {"x": job.x, "codes": job.codes},
+    return _run_unit("softmax_unit", _softmax_params(job), sim, "rtl.tb_softmax", {"x": job.x, "codes": job.codes},
                      {"name": job.name, "frac_bits": job.frac_bits, "sqrt2": bool(job.sqrt2), "eta": int(job.eta),
                       "twin_m": int(job.twin_m), "bits": int(job.bits)},
                      build_root, seed)
@@ -214,15 +244,13 @@ def run_softmax_job(job, sim: str = "verilator", build_root: Path | None = None,
 
 def run_layernorm_job(job, sim: str = "verilator", build_root: Path | None = None, seed: int = 1) -> dict[str, Any]:
     """Run real LayerNorm rows through layernorm_unit; returns bit_exact and cycles (RTL and model)."""
-    params = {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1))), "C_MAX": _pow2_at_least(job.x.shape[1], 6)}
     arrays = {"x": job.x, "gamma": job.gamma, "beta": job.beta, "shift": job.shift, "out": job.out}
-    return _run_unit("layernorm_unit", params, sim, "rtl.tb_layernorm", arrays,
+    return _run_unit("layernorm_unit", _layernorm_params(job), sim, "rtl.tb_layernorm", arrays,
                      {"name": job.name, "qmin": job.qmin, "qmax": job.qmax}, build_root, seed)
 
 
 def run_gelu_job(job, sim: str = "verilator", build_root: Path | None = None, seed: int = 1) -> dict[str, Any]:
     """Run GELU (or SiLU: ``job.silu``) rows through gelu_unit; returns bit_exact and cycles (RTL and model)."""
-    params = {"ADDR_W": max(12, math.ceil(math.log2(job.x.size + 1)))}
-    return _run_unit("gelu_unit", params, sim, "rtl.tb_gelu", {"x": job.x, "out": job.out},
+    return _run_unit("gelu_unit", _gelu_params(job), sim, "rtl.tb_gelu", {"x": job.x, "out": job.out},
                      {"name": job.name, "frac_bits": job.frac_bits, "sig_bits": job.sig_bits, "silu": job.silu},
                      build_root, seed)

@@ -93,7 +93,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def cmd_qat(args: argparse.Namespace) -> int:
     from quant.parts import QuantError
-    from quant.qat import QATRecipe
+    from quant.qat import QATRecipe, default_epochs
     from vitsim.pipelines import qat
 
     for flag in ("wbits", "abits"):
@@ -101,6 +101,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
             raise QuantError(f"--{flag} takes 2..8, got {getattr(args, flag)}")
     given = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "quant_lr", "train_images", "held_out")
              if getattr(args, k) is not None}
+    given.setdefault("epochs", default_epochs(args.model))
     recipe = QATRecipe(args.model, args.wbits, args.abits, pot=args.pot, irm=not args.no_irm, dgd=not args.no_dgd,
                        seed=args.seed, checkpoint=args.checkpoint, **given)
     out = args.out or f"out/qat/{args.model}_qvit_w{args.wbits}a{args.abits}{'_pot' if args.pot else ''}.vitp"
@@ -184,8 +185,24 @@ def _explore_lines(r: dict[str, Any]) -> list[str]:
                      f"  {'*' if p['pareto_energy'] else ''}")
     for s in r["searches"]:
         lines.append(f"{s['search']} search on {s['hw']}: {s['budget']} -> {s['budget_value']:.4g}; map {s['map']}")
+    for e in (r["nsga"] or {}).get("per_hw", []):
+        line = f"NSGA-II on {e['hw']}: hypervolume {e['hypervolume']:.4g} ({r['nsga']['trials']} evaluations)"
+        if "greedy_front" in e:
+            line += (f"; Greedy MP {e['greedy_hypervolume']:.4g} ({e['greedy_evaluations']} evaluations), "
+                     f"{100 * e['greedy_points_covered']:.0f} % of its front matched or beaten; better: {e['better']}")
+        lines.append(line)
+    for f in r["failures"]:
+        lines.append(f"FAILED {f['config']}: {f['error'].splitlines()[0]}")
     lines.append(f"report: {r['report']}  (points: {r['csv']})")
     return lines
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None,
+                   help="local Dask worker processes (default: one per core; 0: run in this process without Dask)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="use a running Dask cluster (e.g. tcp://10.0.0.5:8786) instead of a local one")
+    p.add_argument("--retry-failed", action="store_true", help="run again the tasks recorded as failed")
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
@@ -193,7 +210,9 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
     r = explore(args.model, args.method, args.wbits, args.abits, args.hw, args.out, args.mp_search, args.budget,
                 args.limit, _calib(args), args.held_out, args.seed, args.data, progress=not args.json,
-                hw_overrides=args.set, objective=args.fitness)
+                hw_overrides=args.set, objective=args.fitness, workers=args.workers, scheduler=args.scheduler,
+                retry_failed=args.retry_failed, optuna=args.optuna, trials=args.trials, population=args.population,
+                widths=args.widths)
     _emit(r, args.json, _explore_lines)
     return 0
 
@@ -209,19 +228,24 @@ def cmd_table(args: argparse.Namespace) -> int:
         rows = []
         for q in qat_rows:
             rows += build_table([q["model"]], methods, [f"W{q['wbits']}A{q['abits']}"], args.out, args.limit,
-                                fresh=args.fresh, progress=not args.json, results_file=args.results)
+                                fresh=args.fresh, progress=not args.json, results_file=args.results,
+                                workers=args.workers, scheduler=args.scheduler)
         table = qat_markdown(rows, qat_rows)
     else:
         rows = build_table(args.models, methods, args.bits or list(DEFAULT_BITS), args.out, args.limit,
-                           fresh=args.fresh, progress=not args.json, results_file=args.results)
+                           fresh=args.fresh, progress=not args.json, results_file=args.results,
+                           workers=args.workers, scheduler=args.scheduler)
         table = markdown(rows)
     Path(args.out, "table.md").write_text(table)
-    if args.readme:
+    failed = [r for r in rows if "error" in r]
+    if args.readme and failed:
+        print(f"vitsim table: {len(failed)} rows failed; {args.readme} left as it was", file=sys.stderr)
+    elif args.readme:
         command = "vitsim table " + " ".join(sys.argv[2:])
         write_readme(args.readme, table, command.strip(), args.section)
-    _emit({"rows": rows, "table": str(Path(args.out, "table.md")), "readme": args.readme}, args.json,
-          lambda r: [table.rstrip(), f"table: {r['table']}" + (f" (and {r['readme']})" if r["readme"] else "")])
-    return 0
+    _emit({"rows": rows, "failed": len(failed), "table": str(Path(args.out, "table.md")), "readme": args.readme},
+          args.json, lambda r: [table.rstrip(), f"table: {r['table']}" + (f" (and {r['readme']})" if r["readme"] else "")])
+    return 1 if failed else 0
 
 
 def _array(text: str) -> tuple[int, int]:
@@ -237,7 +261,8 @@ def _array(text: str) -> tuple[int, int]:
 def cmd_verify(args: argparse.Namespace) -> int:
     from vitsim.verify import verify
 
-    r = verify(args.program, args.layer, args.block, args.sim, *args.array, waves=args.waves)
+    r = verify(args.program, args.layer, args.block, args.sim, *args.array, waves=args.waves, workers=args.workers,
+               scheduler=args.scheduler)
     if args.json:
         print(json.dumps(r, sort_keys=True))
     else:
@@ -316,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="the float model's weights (default: the bundled checkpoint)")
     p.add_argument("--wbits", type=int, required=True, help="weight bits (2..8)")
     p.add_argument("--abits", type=int, required=True, help="activation bits (2..8)")
-    p.add_argument("--epochs", type=_positive, default=None, help="default: the recipe's (quant/qat.py QATRecipe)")
+    p.add_argument("--epochs", type=_positive, default=None, help="default: the bundled recipe's (quant/qat.py: 4, swin_fmnist 2)")
     p.add_argument("--pot", action="store_true", help="power-of-two scales (shift-only requantization)")
     p.add_argument("--batch-size", type=_positive, default=None)
     p.add_argument("--lr", type=float, default=None, help="learning rate of the weights")
@@ -371,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="recompute rows already in results.jsonl")
     p.add_argument("--qat", default=None, metavar="FILE",
                    help="instead: the Q-ViT rows of FILE (vitsim qat --results) beside the best PTQ method of each")
+    p.add_argument("--workers", type=int, default=0,
+                   help="rows measured on this many local Dask worker processes (default 0: in this process)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="measure rows on a running Dask cluster")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_table)
 
@@ -394,7 +422,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "the float model's, or cross-entropy against the labels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="fmnist or a class-folder dataset (default: the model's)")
-    p.add_argument("--out", required=True, help="output folder (points.csv, plots, report.html, maps)")
+    p.add_argument("--out", required=True, help="output folder (points.csv, plots, report.html, maps, results.sqlite: "
+                                                "the same command again resumes from it)")
+    p.add_argument("--widths", type=int, nargs="+", default=None,
+                   help="widths the searches may give a layer (default: 2 3 4 5 6 8)")
+    p.add_argument("--optuna", action="store_true",
+                   help="also an NSGA-II study (Optuna) over per-layer bits x --hw: objectives held-out top-1, energy, "
+                        "latency; its front in the report beside the greedy search's")
+    p.add_argument("--trials", type=_positive, default=None,
+                   help="NSGA-II held-out evaluations (default: as many as --mp-search greedy used, else 200)")
+    p.add_argument("--population", type=_positive, default=24, help="NSGA-II population per generation")
+    _engine_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explore)
 
@@ -408,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
     p.add_argument("--array", type=_array, default=(8, 8), help="PE array RxC")
     p.add_argument("--waves", action="store_true", help="keep the run folder and dump waveforms")
+    p.add_argument("--workers", type=int, default=0,
+                   help="run each GEMM job and unit as a task on this many local Dask worker processes (default 0: "
+                        "every GEMM in one simulation in this process)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run the tasks on a running Dask cluster")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -23,7 +24,6 @@ from hwsim.arch import HardwareConfig, load_hardware
 from hwsim.cost import cost
 from hwsim.ir import Program, save
 from models.data import calibration_data, eval_data, held_out_data
-from models.progress import progress as show
 from models.registry import create_model
 from quant.build import default_map, quantize_calibrated
 from quant.calibrate import calibrate
@@ -31,11 +31,14 @@ from quant.methods import get_method
 from quant.parts import QuantError
 from quant.search.budget import METRICS, Budget
 from quant.search.coarse_to_fine import coarse_to_fine
-from quant.search.fitness import HeldOutFitness, integer_logits
-from quant.search.greedy import greedy_search
+from quant.search.fitness import HeldOutFitness, Score, integer_logits, score_config
+from quant.search.greedy import greedy_search, trajectory
+from quant.search.nsga import covered, front_2d, hypervolume_2d, nsga_search
 from quant.search.sensitivity import Sensitivity
-from quant.search.space import SearchSpace, to_map
+from quant.search.space import BIT_CHOICES, Config, SearchSpace, key, to_map
+from vitsim.engine import Engine
 from vitsim.pipelines import default_data
+from vitsim.store import ResultStore, code_fingerprint, fingerprint
 
 SEARCHES = ("greedy", "c2f")
 
@@ -92,21 +95,58 @@ def _point(label: str, kind: str, program: Program, hw: HardwareConfig, top1: fl
     t = priced.totals()
     wavg = np.mean([b["wbits"] for b in bits.values()])
     aavg = np.mean([b["abits"] for b in bits.values()])
-    return {"config": label, "kind": kind, "hw": hw.name, "top1": top1, "energy_uj": t["energy_uj"],
-            "latency_ms": t["latency_ms"], "cycles": t["cycles"], "dram_bytes": t["dram_bytes"],
-            "area_mm2": t["area_mm2"], "mean_wbits": round(float(wavg), 3), "mean_abits": round(float(aavg), 3),
-            "energy_pj": t["energy_pj"], "bits": bits}
+    return {"config": label, "kind": kind, "hw": hw.name, "top1": float(top1), "energy_uj": float(t["energy_uj"]),
+            "latency_ms": float(t["latency_ms"]), "cycles": int(t["cycles"]), "dram_bytes": int(t["dram_bytes"]),
+            "area_mm2": float(t["area_mm2"]), "mean_wbits": round(float(wavg), 3), "mean_abits": round(float(aavg), 3),
+            "energy_pj": {k: float(v) for k, v in t["energy_pj"].items()}, "bits": bits}
+
+
+def uniform_points(wbits: int, abits: int, *, calibration, images: np.ndarray, labels: np.ndarray,
+                   hardware: list[HardwareConfig], model: str) -> list[dict[str, Any]]:
+    """One task of the grid (run by a Dask worker): uniform W/A quantized from the shared calibration, lowered, its
+    integer top-1 on the test subset, priced on every hardware configuration."""
+    q = quantize_calibrated(calibration, default_map(wbits, abits), model)
+    program = q.export()
+    top1 = _accuracy(program, images, labels)
+    return [_point(f"W{wbits}A{abits}", "uniform", program, hw, top1, q.metadata["bits"]) for hw in hardware]
+
+
+def config_points(label: str, config: Config, *, calibration, images: np.ndarray, labels: np.ndarray,
+                  hardware: list[HardwareConfig], model: str, space: SearchSpace) -> list[dict[str, Any]]:
+    """One task: a searched mixed-precision configuration, like ``uniform_points``."""
+    program = quantize_calibrated(calibration, to_map(config), model).export()
+    top1 = _accuracy(program, images, labels)
+    return [_point(label, "mixed", program, hw, top1, space.full(config)) for hw in hardware]
+
+
+def fitness_score(config: Config, *, calibration, images: np.ndarray, labels: np.ndarray, teacher, model: str,
+                  objective: str) -> dict[str, float]:
+    """One held-out evaluation of a search (run by a Dask worker; quant.search.fitness.score_config)."""
+    return vars(score_config(calibration, config, images, labels, teacher, model, objective))
+
+
+def _config_key(config: Config) -> str:
+    return "fitness/" + ",".join(f"{n}:{w}:{a}" for n, w, a in key(config))
 
 
 def explore(model: str, method: str, wbits: list[int], abits: list[int], hws: list[str], out_dir: str,
             mp_search: str | None = None, budget: str | None = None, limit: int = 2000, calib: int = 256,
             held_out: int = 512, seed: int = 0, data: str | None = None, progress: bool = True,
-            hw_overrides: list[str] | None = None, objective: str = "kl") -> dict[str, Any]:
+            hw_overrides: list[str] | None = None, objective: str = "kl", workers: int | None = None,
+            scheduler: str | None = None, retry_failed: bool = False, optuna: bool = False,
+            trials: int | None = None, population: int = 24, widths: list[int] | None = None) -> dict[str, Any]:
+    """The grid and the searches as tasks on ``Engine(workers, scheduler)`` (vitsim.engine), every finished task kept
+    in ``out_dir/results.sqlite``: the same command run again resumes (vitsim.store). ``points.csv`` is written in
+    grid order whatever the engine, so it is byte-identical across worker counts and interruptions. ``optuna`` adds
+    an NSGA-II study (quant.search.nsga) of ``trials`` held-out evaluations (default: as many as the greedy search
+    used, so their fronts compare at equal cost; 200 without one), resumable from ``out_dir/optuna.db``."""
     start = time.perf_counter()
     if mp_search is not None and mp_search not in SEARCHES:
         raise QuantError(f"mixed-precision search {mp_search!r}, want one of {SEARCHES}")
     if mp_search is not None and budget is None:
         raise QuantError("--mp-search needs --budget (e.g. energy=W4A4, latency=0.5 or bits=5)")
+    if widths and (8 not in widths or any(not 2 <= w <= 8 for w in widths)):
+        raise QuantError(f"--widths {widths}: want widths from 2 to 8 including 8 (the searches start at 8 bits)")
     metric, value = parse_budget(budget) if budget else (None, None)
     hardware = [load_hardware(h, hw_overrides) for h in hws]
     out = Path(out_dir)
@@ -115,66 +155,69 @@ def explore(model: str, method: str, wbits: list[int], abits: list[int], hws: li
 
     net = create_model(model)
     data = data or default_data(model)
+    run = fingerprint({"model": model, "method": method, "hw": [vars(h) for h in hardware], "limit": limit,
+                       "widths": widths,
+                       "calib": calib, "held_out": held_out, "seed": seed, "data": data, "objective": objective,
+                       "code": code_fingerprint()})
     calibration = calibrate(net, calibration_data(data, net, calib, seed), get_method(method), progress)
     images, labels = eval_data(data, net, limit)
-    space = SearchSpace.from_layers(calibration.layers())
+    space = SearchSpace.from_layers(calibration.layers(), tuple(widths) if widths else BIT_CHOICES)
     points: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     grid = [(w, a) for w in wbits for a in abits]
-    base = None
-    for w, a in show(grid, "explore: uniform grid", "config", progress):
-        q = quantize_calibrated(calibration, default_map(w, a), model)
-        program = q.export()
-        base = base or program
-        top1 = _accuracy(program, images, labels)
-        for hw in hardware:
-            points.append(_point(f"W{w}A{a}", "uniform", program, hw, top1, q.metadata["bits"]))
     searches = []
-    if mp_search is not None:
-        if base is None:
-            base = quantize_calibrated(calibration, default_map(8, 8), model).export()
-        hx, hy = held_out_data(data, net, held_out, calib, seed)
-        fitness = HeldOutFitness(calibration, space, hx.numpy(), hy, model, objective)
-        sensitivity = Sensitivity(fitness)
-        targets = hardware if metric != "bits" else hardware[:1]
-        for hw in targets:
-            b = Budget(metric, 0.0, space, base, hw)
-            limit_value = b.limit = _budget_limit(metric, value, calibration, model, b, hw)
-            say(f"explore: {mp_search} search on {hw.name}, {b.describe()}")
-            t0 = time.perf_counter()
-            # The search prices configurations by re-bit-widthing one program (hwsim.cost.rebit), which cannot know
-            # the data-dependent PTF shifts that calibration picks at each width (a few 0.1 % of accumulate energy).
-            # The limit holds for the lowered program: if it is over, search again under a limit lowered by the excess.
-            for _ in range(5):
-                if mp_search == "greedy":
-                    config, trace = greedy_search(sensitivity, b)
-                    history = [{"layer": s.layer, "wbits": s.wbits, "abits": s.abits, "budget_value": s.budget_value}
-                               for s in trace]
-                else:
-                    config, history = coarse_to_fine(sensitivity, b, seed=seed)
-                program = quantize_calibrated(calibration, to_map(config), model).export()
-                lowered = _lowered_value(metric, program, config, b, hw)
-                if lowered <= limit_value * (1 + 1e-9):
-                    break
-                b.limit -= lowered - limit_value
+    with Engine(workers, scheduler, progress) as engine, ResultStore(out / "results.sqlite", run) as store:
+        say(f"explore: {len(grid)} uniform configurations x {len(hardware)} hardware on {engine.describe()}")
+        shared = {"calibration": engine.share(calibration), "images": engine.share(images),
+                  "labels": engine.share(labels)}
+        tasks = [(f"uniform/W{w}A{a}", (w, a)) for w, a in grid]
+        for (w, a), outcome in zip(grid, engine.map(uniform_points, tasks, {**shared, "hardware": hardware,
+                                                                            "model": model},
+                                                    store, "explore: uniform grid", retry_failed)):
+            if outcome.ok:
+                points += outcome.value
             else:
-                raise QuantError(f"the {mp_search} search could not bring the lowered program under {limit_value:.4g}")
-            full = space.full(config)
-            mp_path = out / f"mp_{mp_search}_{hw.name}.yaml"
-            to_map(config).save(mp_path)
-            save(program, out / f"mp_{mp_search}_{hw.name}.vitp")
-            top1 = _accuracy(program, images, labels)
-            label = f"MP-{mp_search}@{hw.name}"
-            for target in hardware:
-                points.append(_point(label, "mixed", program, target, top1, full))
-            score = fitness.score(config)
-            searches.append({"search": mp_search, "hw": hw.name, "budget": f"{metric} <= {limit_value:g}",
-                             "budget_limit": limit_value, "budget_value": lowered, "held_out_top1": score.top1,
-                             "held_out_loss": score.cross_entropy, "held_out_kl": score.kl,
-                             "objective": fitness.objective, "map": str(mp_path),
-                             "fitness_evaluations": fitness.evaluations, "seconds": round(time.perf_counter() - t0, 1),
-                             "history": history})
-            say(f"explore: {label}: top-1 {100 * top1:.2f} % on {len(labels)} test images, {metric} "
-                f"{lowered:.4g} (limit {limit_value:.4g}); map {mp_path}")
+                failures.append({"task": outcome.key, "config": f"W{w}A{a}", "error": outcome.error})
+        nsga = None
+        if mp_search is not None or optuna:
+            base = quantize_calibrated(calibration, default_map(8, 8), model).export()
+            hx, hy = held_out_data(data, net, held_out, calib, seed)
+            fitness = HeldOutFitness(calibration, space, hx.numpy(), hy, model, objective)
+            fitness_shared = {"calibration": shared["calibration"], "images": engine.share(fitness.images),
+                              "labels": engine.share(np.asarray(fitness.labels)),
+                              "teacher": engine.share(fitness.teacher_log_probs()), "model": model,
+                              "objective": objective}
+
+            def runner(configs: list[Config]) -> list[Score]:
+                tasks = [(_config_key(c), (c,)) for c in configs]
+                scores = []
+                for outcome in engine.map(fitness_score, tasks, fitness_shared, store, "explore: held-out fitness",
+                                          retry_failed):
+                    if not outcome.ok:
+                        raise QuantError(f"a held-out evaluation failed: {outcome.error}")
+                    scores.append(Score(**outcome.value))
+                return scores
+
+            fitness.runner = runner
+        if mp_search is not None:
+            sensitivity = Sensitivity(fitness)
+            targets = hardware if metric != "bits" else hardware[:1]
+            for hw in targets:
+                searches.append(_search(mp_search, metric, value, calibration, model, space, base, hw, hardware,
+                                        sensitivity, seed, out, images, labels, points, say))
+        if optuna:
+            if trials is None:
+                trials = fitness.evaluations if mp_search == "greedy" else 200
+            twin = HeldOutFitness(calibration, space, fitness.images, fitness.labels, model, objective, runner=runner)
+            nsga = _nsga(twin, base, hardware, trials, population, seed, f"explore-{run}", out, searches, say)
+            tasks = [(f"nsga/{p['label']}", (p["label"], p["config"])) for p in nsga["front"]]
+            for p, outcome in zip(nsga["front"], engine.map(config_points, tasks, {**shared, "hardware": hardware,
+                                                                                  "model": model, "space": space},
+                                                           store, "explore: NSGA-II front", retry_failed)):
+                if outcome.ok:
+                    points += outcome.value
+                else:
+                    failures.append({"task": outcome.key, "config": p["label"], "error": outcome.error})
     pareto = {"energy": pareto_front(points, "energy_uj"), "latency": pareto_front(points, "latency_ms")}
     for p in points:
         p["pareto_energy"] = any(p is q for q in pareto["energy"])
@@ -183,14 +226,129 @@ def explore(model: str, method: str, wbits: list[int], abits: list[int], hws: li
     from vitsim.report import write_report
 
     report = write_report(points, searches, space, out, {"model": model, "method": method, "test_images": int(len(labels)),
-                                                         "calibration_images": calib, "held_out_images": held_out})
+                                                         "calibration_images": calib, "held_out_images": held_out,
+                                                         "engine": engine.describe()}, failures, nsga)
     result = {"model": model, "method": method, "n": int(len(labels)), "points": points,
               "pareto": [{"config": p["config"], "hw": p["hw"], "top1": p["top1"], "energy_uj": p["energy_uj"],
                           "latency_ms": p["latency_ms"]} for p in pareto["energy"]],
-              "searches": searches, "report": str(report), "csv": str(out / "points.csv"),
+              "searches": searches, "nsga": nsga, "failures": failures, "report": str(report),
+              "csv": str(out / "points.csv"),
+              "results_store": str(out / "results.sqlite"), "engine": engine.describe(),
               "configurations": len(points), "seconds": round(time.perf_counter() - start, 1)}
     (out / "results.json").write_text(json.dumps(result, indent=1, sort_keys=True, default=float) + "\n")
     return result
+
+
+def _search(mp_search: str, metric: str, value: str, calibration, model: str, space: SearchSpace, base: Program,
+            hw: HardwareConfig, hardware: list[HardwareConfig], sensitivity: Sensitivity, seed: int, out: Path,
+            images: np.ndarray, labels: np.ndarray, points: list[dict[str, Any]], say) -> dict[str, Any]:
+    """One mixed-precision search under the budget on ``hw``; its program's points join ``points``."""
+    fitness = sensitivity.fitness
+    b = Budget(metric, 0.0, space, base, hw)
+    limit_value = b.limit = _budget_limit(metric, value, calibration, model, b, hw)
+    say(f"explore: {mp_search} search on {hw.name}, {b.describe()}")
+    t0 = time.perf_counter()
+    # The search prices configurations by re-bit-widthing one program (hwsim.cost.rebit), which cannot know
+    # the data-dependent PTF shifts that calibration picks at each width (a few 0.1 % of accumulate energy).
+    # The limit holds for the lowered program: if it is over, search again under a limit lowered by the excess.
+    for _ in range(5):
+        if mp_search == "greedy":
+            config, trace = greedy_search(sensitivity, b)
+            history = [{"layer": s.layer, "wbits": s.wbits, "abits": s.abits, "budget_value": s.budget_value}
+                       for s in trace]
+        else:
+            config, history = coarse_to_fine(sensitivity, b, seed=seed)
+        program = quantize_calibrated(calibration, to_map(config), model).export()
+        lowered = _lowered_value(metric, program, config, b, hw)
+        if lowered <= limit_value * (1 + 1e-9):
+            break
+        b.limit -= lowered - limit_value
+    else:
+        raise QuantError(f"the {mp_search} search could not bring the lowered program under {limit_value:.4g}")
+    path = _greedy_path(sensitivity, trace, base, hw) if mp_search == "greedy" else None
+    full = space.full(config)
+    mp_path = out / f"mp_{mp_search}_{hw.name}.yaml"
+    to_map(config).save(mp_path)
+    save(program, out / f"mp_{mp_search}_{hw.name}.vitp")
+    top1 = _accuracy(program, images, labels)
+    label = f"MP-{mp_search}@{hw.name}"
+    for target in hardware:
+        points.append(_point(label, "mixed", program, target, top1, full))
+    score = fitness.score(config)
+    say(f"explore: {label}: top-1 {100 * top1:.2f} % on {len(labels)} test images, {metric} "
+        f"{lowered:.4g} (limit {limit_value:.4g}); map {mp_path}")
+    return {"search": mp_search, "hw": hw.name, "budget": f"{metric} <= {limit_value:g}",
+            "budget_limit": limit_value, "budget_value": lowered, "held_out_top1": score.top1,
+            "held_out_loss": score.cross_entropy, "held_out_kl": score.kl,
+            "objective": fitness.objective, "map": str(mp_path),
+            "fitness_evaluations": fitness.evaluations, "seconds": round(time.perf_counter() - t0, 1),
+            "history": history, "path": path}
+
+
+PATH_POINTS = 8   # configurations of a greedy trajectory evaluated on held-out images: its front
+
+
+def _pricing(space: SearchSpace, base: Program, hw: HardwareConfig) -> tuple[Budget, Budget]:
+    """Energy and latency of configurations on ``hw`` (Budget objects used for their cached pricing only)."""
+    return Budget("energy", math.inf, space, base, hw), Budget("latency", math.inf, space, base, hw)
+
+
+def _greedy_path(sensitivity: Sensitivity, trace, base: Program, hw: HardwareConfig) -> list[dict[str, Any]]:
+    """``PATH_POINTS`` configurations spread along the greedy trajectory (its last one included), evaluated on the
+    held-out images (``PATH_POINTS`` more evaluations): Greedy MP's front, to compare with NSGA-II's."""
+    fitness = sensitivity.fitness
+    configs = trajectory(fitness.space, trace)
+    if not configs:
+        return []
+    picks = sorted({round(i * (len(configs) - 1) / (PATH_POINTS - 1)) for i in range(PATH_POINTS)})
+    chosen = [configs[i] for i in picks]
+    fitness.prefetch(chosen)
+    energy, latency = _pricing(fitness.space, base, hw)
+    return [{"step": i + 1, "held_out_top1": fitness.score(c).top1, "energy_uj": energy.value(c),
+             "latency_ms": latency.value(c)} for i, c in zip(picks, chosen)]
+
+
+FRONT_POINTS = 6  # NSGA-II front configurations per hardware measured on the test subset like the grid's
+
+
+def _nsga(fitness: HeldOutFitness, base: Program, hardware: list[HardwareConfig], trials: int, population: int,
+          seed: int, study: str, out: Path, searches: list[dict[str, Any]], say) -> dict[str, Any]:
+    """The NSGA-II study, its front per hardware, and its comparison with the greedy searches' fronts (hypervolume of
+    held-out top-1 vs energy, reference: top-1 0 at the 8-bit model's energy; and how many greedy points it covers)."""
+    t0 = time.perf_counter()
+    space = fitness.space
+    pricing = {hw.name: _pricing(space, base, hw) for hw in hardware}
+    say(f"explore: NSGA-II (Optuna) over per-layer bits x {len(hardware)} hardware, {trials} trials, "
+        f"population {population}")
+    tp = nsga_search(fitness, pricing, trials, f"sqlite:///{(out / 'optuna.db').resolve()}", study, seed, population,
+                     on_generation=lambda g, n: say(f"explore: NSGA-II generation {g}: {n}/{trials} trials"))
+    per_hw, front_configs = [], {}
+    for hw in hardware:
+        energy = pricing[hw.name][0]
+        priced = [(p.top1, energy.value(p.config), p) for p in tp]   # every trial's configuration on this hardware
+        front = front_2d([(t, e) for t, e, _ in priced])
+        ref = (0.0, energy.value(space.uniform(8, 8)) * (1 + 1e-9))
+        entry = {"hw": hw.name, "front": [{"held_out_top1": t, "energy_uj": e} for t, e in front],
+                 "hypervolume": hypervolume_2d(front, *ref)}
+        greedy = next((s for s in searches if s["hw"] == hw.name and s.get("path")), None)
+        if greedy is not None:
+            g_front = front_2d([(q["held_out_top1"], q["energy_uj"]) for q in greedy["path"]])
+            entry.update(greedy_front=[{"held_out_top1": t, "energy_uj": e} for t, e in g_front],
+                         greedy_hypervolume=hypervolume_2d(g_front, *ref), greedy_evaluations=greedy["fitness_evaluations"],
+                         greedy_points_covered=covered(g_front, front))
+            entry["better"] = "NSGA-II" if entry["hypervolume"] > entry["greedy_hypervolume"] else "greedy"
+        per_hw.append(entry)
+        on_front = [p for t, e, p in priced if (t, e) in set(front)]
+        picks = sorted({round(i * (len(on_front) - 1) / (FRONT_POINTS - 1)) for i in range(FRONT_POINTS)}) if on_front else []
+        for i in picks:
+            p = on_front[i]
+            front_configs.setdefault(tuple(sorted((n, b["wbits"], b["abits"]) for n, b in p.config.items())),
+                                     {"label": f"NSGA-{p.number}", "config": p.config})
+    return {"trials": len(tp), "population": population, "evaluations": fitness.evaluations,
+            "storage": str(out / "optuna.db"), "study": study, "per_hw": per_hw,
+            "trial_points": [{"number": p.number, "hw": p.hw, "held_out_top1": p.top1, "energy_uj": p.energy_uj,
+                              "latency_ms": p.latency_ms} for p in tp],
+            "front": list(front_configs.values()), "seconds": round(time.perf_counter() - t0, 1)}
 
 
 CSV_FIELDS = ("config", "kind", "hw", "top1", "energy_uj", "latency_ms", "cycles", "dram_bytes", "area_mm2",

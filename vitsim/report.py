@@ -87,21 +87,48 @@ def _energy_bars(points: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _fronts_plot(nsga: dict[str, Any], path: Path) -> None:
+    """Held-out top-1 vs energy per hardware: every NSGA-II trial, its front, and the greedy search's front."""
+    per_hw = nsga["per_hw"]
+    fig, axes = plt.subplots(1, len(per_hw), figsize=(5.5 * len(per_hw), 4.2), squeeze=False)
+    for ax, entry in zip(axes[0], per_hw):
+        trials = [t for t in nsga["trial_points"] if t["hw"] == entry["hw"]]
+        ax.scatter([t["energy_uj"] for t in trials], [100 * t["held_out_top1"] for t in trials], s=8, color="0.7",
+                   label=f"NSGA-II trials on {entry['hw']}")
+        f = entry["front"]
+        ax.step([q["energy_uj"] for q in f], [100 * q["held_out_top1"] for q in f], where="post", color="C0",
+                marker="o", ms=3, label=f"NSGA-II front ({nsga['trials']} evaluations)")
+        if "greedy_front" in entry:
+            g = entry["greedy_front"]
+            ax.step([q["energy_uj"] for q in g], [100 * q["held_out_top1"] for q in g], where="post", color="C3",
+                    marker="*", ms=7, label=f"Greedy MP front ({entry['greedy_evaluations']} evaluations)")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"energy per inference on {entry['hw']} (uJ)")
+        ax.set_ylabel("held-out integer top-1 (%)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<figure><img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
 
 
 def write_report(points: list[dict[str, Any]], searches: list[dict[str, Any]], space, out: Path,
-                 info: dict[str, Any]) -> Path:
+                 info: dict[str, Any], failures: list[dict[str, Any]] | None = None,
+                 nsga: dict[str, Any] | None = None) -> Path:
     plots = [(out / "pareto_energy.png", "top-1 vs energy"), (out / "pareto_latency.png", "top-1 vs latency")]
     _pareto_plot(points, "energy_uj", "energy per inference (uJ)", "pareto_energy", plots[0][0])
     _pareto_plot(points, "latency_ms", "latency (ms)", "pareto_latency", plots[1][0])
     layers = list(space.fixed[:1]) + list(space.layers) + list(space.fixed[1:])
     if _heatmap(points, layers, out / "bits_heatmap.png"):
         plots.append((out / "bits_heatmap.png", "bits per layer"))
-    _energy_bars(points, out / "energy_breakdown.png")
-    plots.append((out / "energy_breakdown.png", "energy breakdown"))
+    if points:
+        _energy_bars(points, out / "energy_breakdown.png")
+        plots.append((out / "energy_breakdown.png", "energy breakdown"))
     rows = "".join(
         f"<tr><td>{html.escape(p['config'])}</td><td>{p['hw']}</td><td>{100 * p['top1']:.2f}</td><td>{p['energy_uj']:.3f}</td>"
         f"<td>{p['latency_ms']:.4f}</td><td>{p['area_mm2']:.3f}</td><td>{'yes' if p['pareto_energy'] else ''}</td></tr>"
@@ -110,6 +137,17 @@ def write_report(points: list[dict[str, Any]], searches: list[dict[str, Any]], s
         f"<li>{html.escape(s['search'])} on {s['hw']}: {html.escape(s['budget'])} (reached {s['budget_value']:.4g}), "
         f"held-out top-1 {100 * s['held_out_top1']:.2f} %, {s['fitness_evaluations']} held-out evaluations, "
         f"{s['seconds']} s; map <code>{html.escape(s['map'])}</code></li>" for s in searches)
+    compared = ""
+    if nsga:
+        _fronts_plot(nsga, out / "search_fronts.png")
+        plots.append((out / "search_fronts.png", "search fronts: NSGA-II vs Greedy MP"))
+        compared = "<h2>NSGA-II (Optuna) vs Greedy MP</h2><ul>" + "".join(
+            f"<li>{e['hw']}: NSGA-II hypervolume {e['hypervolume']:.4g} ({nsga['trials']} evaluations)"
+            + (f", Greedy MP {e['greedy_hypervolume']:.4g} ({e['greedy_evaluations']} evaluations); NSGA-II matches or "
+               f"beats {100 * e['greedy_points_covered']:.0f} % of the greedy front; better front: <b>{e['better']}</b>"
+               if "greedy_front" in e else "") + "</li>" for e in nsga["per_hw"]) + "</ul>"
+    failed = "".join(f"<li><b>{html.escape(f['config'])}</b> ({html.escape(f['task'])}):<pre>{html.escape(f['error'])}</pre></li>"
+                     for f in failures or [])
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>vitsim explore: {html.escape(info['model'])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;font-size:13px}}
@@ -119,7 +157,9 @@ img{{max-width:100%}}</style></head>
 <h1>vitsim explore: {html.escape(info['model'])} ({html.escape(info['method'])})</h1>
 <p>Integer top-1 from hwsim on {info['test_images']} test images; cost from hwsim's cost model (docs/hardware.md).
 Calibration on {info['calibration_images']} training images; searches measured on {info['held_out_images']} held-out
-training images. {len(points)} points.</p>
+training images. {len(points)} points. Run on {html.escape(info.get('engine', 'this process'))}.</p>
+{"<h2>Failed tasks</h2><ul>" + failed + "</ul>" if failed else ""}
+{compared}
 {"<h2>Mixed-precision searches</h2><ul>" + search_rows + "</ul>" if searches else ""}
 <h2>Plots</h2>
 {''.join(_img(p, alt) for p, alt in plots)}

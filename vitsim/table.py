@@ -70,15 +70,34 @@ def _load_done(path: Path) -> dict[tuple, dict[str, Any]]:
     return done
 
 
-def build_table(models: list[str], methods: list[str], bits: list[str], out_dir: str, limit: int | None = None,
-                calib: dict[str, int] | None = None, fresh: bool = False, progress: bool = True,
-                results_file: str | None = None) -> list[dict[str, Any]]:
-    """Run (or read back) every row; returns them in table order (model, bits, method). Rows go to ``results_file``
-    (default ``out_dir/results.jsonl``), programs to ``out_dir/programs``."""
+def table_row(model: str, method: str, wbits: int, abits: int, calib: int, limit: int | None, program: str,
+              fingerprint: str) -> dict[str, Any]:
+    """One row (a task of vitsim.engine): ``vitsim quantize`` of the method at W/A, its accuracies and wall time."""
     import torch
 
-    from quant.methods import METHODS, get_method
     from vitsim.pipelines import make_recipe, quantize
+
+    recipe = make_recipe(model, method, wbits, abits, None, calib, 0, None, None)
+    r = quantize(recipe, program, limit, progress=False)
+    row = {k: r[k] for k in ("model", "method", "wbits", "abits", "calib", "n", "fp32_top1", "quant_top1", "int_top1",
+                             "agreement", "quantize_s")}
+    row["limit"], row["fingerprint"] = limit, fingerprint
+    # reconstruction sums floats in an order that depends on the thread count, so a row is reproduced bit for bit
+    # only with as many torch threads as it was measured with (a Dask worker has one)
+    row["threads"] = torch.get_num_threads()
+    return row
+
+
+def build_table(models: list[str], methods: list[str], bits: list[str], out_dir: str, limit: int | None = None,
+                calib: dict[str, int] | None = None, fresh: bool = False, progress: bool = True,
+                results_file: str | None = None, workers: int | None = 0,
+                scheduler: str | None = None) -> list[dict[str, Any]]:
+    """Run (or read back) every row; returns them in table order (model, bits, method). Rows go to ``results_file``
+    (default ``out_dir/results.jsonl``) as each finishes, programs to ``out_dir/programs``. The rows to measure are
+    tasks on ``Engine(workers, scheduler)`` (vitsim.engine; default: in this process); a row that raises is returned
+    with its ``error`` (and not written, so the next run measures it again) and the others go on."""
+    from quant.methods import METHODS, get_method
+    from vitsim.engine import Engine
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -92,41 +111,52 @@ def build_table(models: list[str], methods: list[str], bits: list[str], out_dir:
     done = _load_done(results)
     instances = {m: get_method(m) for m in methods}
     fingerprints = {m: method_fingerprint(instances[m]) for m in methods}
-    rows = []
+    slots: list[tuple[tuple, dict[str, Any] | None]] = []
+    tasks = []
     for model in models:
         for text in bits:
             w, a = parse_bits(text)
             for method in methods:
                 n_calib = (calib or {}).get(method, instances[method].calibration_images)
-                fingerprint = fingerprints[method]
-                key = (model, method, w, a, n_calib, limit, fingerprint)
-                if key in done:
-                    rows.append({**done[key], "cached": True})
-                    continue
-                if progress:
-                    print(f"table: {model} {method} W{w}A{a} ({n_calib} calibration images) ...", file=sys.stderr,
-                          flush=True)
-                recipe = make_recipe(model, method, w, a, None, n_calib, 0, None, None)
-                r = quantize(recipe, str(out / "programs" / f"{model}_{method}_w{w}a{a}.vitp"), limit, progress=False)
-                row = {k: r[k] for k in ("model", "method", "wbits", "abits", "calib", "n", "fp32_top1", "quant_top1",
-                                         "int_top1", "agreement", "quantize_s")}
-                row["limit"], row["fingerprint"] = limit, fingerprint
-                # reconstruction sums floats in an order that depends on the thread count, so a row is reproduced
-                # bit for bit only with as many torch threads as it was measured with
-                row["threads"] = torch.get_num_threads()
-                with results.open("a") as f:
-                    f.write(json.dumps(row, sort_keys=True) + "\n")
-                if progress:
-                    print(f"table: {model} {method} W{w}A{a}: integer {100 * row['int_top1']:.2f} %, fake-quant "
-                          f"{100 * row['quant_top1']:.2f} %, agreement {100 * row['agreement']:.2f} %, "
-                          f"{row['quantize_s']:.0f} s", file=sys.stderr, flush=True)
-                rows.append({**row, "cached": False})
-    return rows
+                key = (model, method, w, a, n_calib, limit, fingerprints[method])
+                slots.append((key, {**done[key], "cached": True} if key in done else None))
+                if key not in done:
+                    program = str(out / "programs" / f"{model}_{method}_w{w}a{a}.vitp")
+                    tasks.append((f"{model}/{method}/W{w}A{a}", (model, method, w, a, n_calib, limit, program,
+                                                                 fingerprints[method])))
+
+    def finished(outcome) -> None:
+        if outcome.ok:
+            with results.open("a") as f:
+                f.write(json.dumps(outcome.value, sort_keys=True) + "\n")
+        if progress:
+            if outcome.ok:
+                row = outcome.value
+                print(f"table: {outcome.key}: integer {100 * row['int_top1']:.2f} %, fake-quant "
+                      f"{100 * row['quant_top1']:.2f} %, agreement {100 * row['agreement']:.2f} %, "
+                      f"{row['quantize_s']:.0f} s", file=sys.stderr, flush=True)
+            else:
+                print(f"table: {outcome.key} FAILED: {outcome.error}", file=sys.stderr, flush=True)
+
+    measured = {}
+    if tasks:
+        with Engine(workers, scheduler, progress) as engine:
+            if progress:
+                print(f"table: {len(tasks)} rows to measure on {engine.describe()}", file=sys.stderr, flush=True)
+            for (_, args), outcome in zip(tasks, engine.map(table_row, tasks, desc="table rows", on_outcome=finished)):
+                model, method, w, a, n_calib, limit_, _, fingerprint = args
+                key = (model, method, w, a, n_calib, limit_, fingerprint)
+                measured[key] = ({**outcome.value, "cached": False} if outcome.ok else
+                                 {"model": model, "method": method, "wbits": w, "abits": a, "calib": n_calib,
+                                  "error": outcome.error, "cached": False})
+    return [row if row is not None else measured[key] for key, row in slots]
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """One table per model: rows W/A x method, with the fp32 top-1 under each."""
     lines = []
+    failed = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         lines += [f"**{model}** (fp32 {100 * mine[0]['fp32_top1']:.2f} % on {mine[0]['n']} test images)", "",
@@ -138,6 +168,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                          f"{100 * r['quant_top1']:.2f} % | {100 * r['agreement']:.2f} % | {drop:.2f} pt | "
                          f"{r['calib']} | {_duration(r['quantize_s'])} |")
         lines.append("")
+    for r in failed:
+        lines.append(f"- {r['model']} {r['method']} W{r['wbits']}A{r['abits']}: failed ({r['error'].splitlines()[0]})")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -172,7 +204,8 @@ def qat_markdown(ptq_rows: list[dict[str, Any]], qat_rows: list[dict[str, Any]])
     lines = ["| model | W/A | best PTQ method | PTQ integer top-1 | Q-ViT integer top-1 | gain | fp32 | Q-ViT fake-quant | "
              "agreement | epochs | training time |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for q in qat_rows:
-        same = [r for r in ptq_rows if (r["model"], r["wbits"], r["abits"]) == (q["model"], q["wbits"], q["abits"])]
+        same = [r for r in ptq_rows if (r["model"], r["wbits"], r["abits"]) == (q["model"], q["wbits"], q["abits"])
+                and "error" not in r]
         best = max(same, key=lambda r: r["int_top1"]) if same else None
         ptq = f"{best['method']} | {100 * best['int_top1']:.2f} %" if best else "n/a | n/a"
         gain = f"{100 * (q['int_top1'] - best['int_top1']):+.2f} pt" if best else "n/a"

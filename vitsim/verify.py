@@ -15,7 +15,8 @@ from hwsim.executor import quantize_input, run
 from hwsim.ir import load
 from rtl.layers import (GEMM_KINDS, GemmJob, block_jobs, block_prefixes, bridge_prefix, conv_jobs, gelu_job,
                         layernorm_job, softmax_job)
-from rtl.runner import run_gelu_job, run_gemm_jobs, run_layernorm_job, run_softmax_job
+from rtl.runner import (addr_bits, prebuild_gemm, prebuild_unit, run_gelu_job, run_gemm_jobs, run_layernorm_job,
+                        run_softmax_job)
 
 UNIT_KINDS = ("softmax", "norm1", "norm2", "gelu")
 CONVS = "convs"   # a hybrid's bridge block: every convolution around the transformer block, as GEMMs
@@ -47,8 +48,55 @@ def _input(program, recipe: dict | None) -> np.ndarray:
     return quantize_input(program, rng.standard_normal((1, *spec.shape)).astype(np.float32))
 
 
+def _unit_run(kind: str, job, sim: str) -> dict[str, Any]:
+    if kind == "softmax":
+        return run_softmax_job(job, sim)
+    if kind == "gelu":
+        return run_gelu_job(job, sim)
+    return run_layernorm_job(job, sim)
+
+
+def gemm_task(jobs: list[GemmJob], sim: str, rows: int, cols: int, addr_w: int, waves: bool) -> list[dict[str, Any]]:
+    """GEMM jobs in one simulation (a task of vitsim.engine; the build is made before the tasks start)."""
+    return [_gemm_layer(job, r, rows, cols)
+            for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves, addr_w=addr_w))]
+
+
+def balanced_chunks(jobs: list[GemmJob], n: int) -> list[list[int]]:
+    """Job indices in ``n`` groups of about equal work (multiply-accumulates; longest first onto the lightest group),
+    each in job order. A simulation costs a start-up of about a second, so a worker gets one group, not one job."""
+    groups: list[list[int]] = [[] for _ in range(max(1, min(n, len(jobs))))]
+    load = [0] * len(groups)
+    for i in sorted(range(len(jobs)), key=lambda i: -int(np.prod(jobs[i].shape))):
+        g = load.index(min(load))
+        groups[g].append(i)
+        load[g] += int(np.prod(jobs[i].shape))
+    return [sorted(g) for g in groups if g]
+
+
+def verify_task(*args: Any) -> Any:
+    """A task of ``verify`` on the engine: a group of GEMM jobs (``gemm_task``) or a unit (``unit_task``)."""
+    return gemm_task(*args) if isinstance(args[0], list) else unit_task(*args)
+
+
+def unit_task(kind: str, job, sim: str) -> dict[str, Any]:
+    """One nonlinear unit's rows in its own simulation (a task of vitsim.engine)."""
+    t0 = time.perf_counter()
+    r = _unit_run(kind, job, sim)
+    return {**r, "wall_s": round(time.perf_counter() - t0, 3)}
+
+
+def _gemm_layer(job: GemmJob, r: dict[str, Any], rows: int, cols: int) -> dict[str, Any]:
+    return {"layer": job.name, "shape_mkn": list(job.shape), "mode": job.mode, "bit_exact": r["bit_exact"],
+            "first_mismatch": r["first_mismatch"], "rtl_cycles": r["rtl_cycles"], "model_cycles": r["model_cycles"],
+            "tiles": r["tiles"], "energy_pj": round(job_energy_pj(job, rows, cols), 1), "wall_s": r["wall_s"]}
+
+
 def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator", rows: int = 8, cols: int = 8,
-           waves: bool = False) -> dict[str, Any]:
+           waves: bool = False, workers: int | None = 0, scheduler: str | None = None) -> dict[str, Any]:
+    """``workers`` 0 (default): every GEMM job in one simulation, then each unit, in this process. Otherwise each GEMM
+    job and each unit is a task on ``Engine(workers, scheduler)`` (vitsim.engine), the simulator builds made once
+    first; the per-layer results are the same, in the same order."""
     program = load(path)
     kinds = LAYERS if layer == "all" else (layer,)
     if layer != "all" and layer not in LAYERS:
@@ -59,41 +107,60 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
     prefix = prefixes[block]
     trace = run(program, _input(program, program.metadata.get("recipe")), trace=True).trace
     start = time.perf_counter()
-    layers = []
     gemm_kinds = tuple(k for k in kinds if k in GEMM_KINDS)
     bridge = bridge_prefix(program, block) if CONVS in kinds else None
     if layer == CONVS and bridge is None:
         raise VerifyError(f"block {block} ({prefix}) has no convolutions around it: the program is not a hybrid")
+    jobs: list[GemmJob] = []
     if gemm_kinds or bridge:
         jobs = conv_jobs(program, trace, bridge) if bridge else []
         # a bridge block's GEMMs: those of every transformer block in it (MobileViT stacks two or more)
         blocks = [i for i, p in enumerate(prefixes) if p.startswith(bridge + ".")] if bridge else [block]
         for i in blocks if gemm_kinds else []:
             jobs += block_jobs(program, trace, i, kinds=gemm_kinds)
-        for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves)):
-            layers.append({"layer": job.name, "shape_mkn": list(job.shape), "mode": job.mode, "bit_exact": r["bit_exact"],
-                           "first_mismatch": r["first_mismatch"], "rtl_cycles": r["rtl_cycles"],
-                           "model_cycles": r["model_cycles"], "tiles": r["tiles"],
-                           "energy_pj": round(job_energy_pj(job, rows, cols), 1), "wall_s": r["wall_s"]})
-    unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
+    units = []
     for kind in (k for k in kinds if k in UNIT_KINDS):
-        t0 = time.perf_counter()
         if kind == "softmax":
-            r = run_softmax_job(softmax_job(program, trace, block), sim)
+            units.append((kind, softmax_job(program, trace, block)))
         elif kind == "gelu":
-            r = run_gelu_job(gelu_job(program, trace, f"{prefix}.mlp.act"), sim)
+            units.append((kind, gelu_job(program, trace, f"{prefix}.mlp.act")))
         else:
-            r = run_layernorm_job(layernorm_job(program, trace, f"{prefix}.{kind}"), sim)
+            units.append((kind, layernorm_job(program, trace, f"{prefix}.{kind}")))
+    engine = None
+    if workers == 0 and scheduler is None:
+        layers = [_gemm_layer(job, r, rows, cols) for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves))] \
+            if jobs else []
+        unit_results = [unit_task(kind, job, sim) for kind, job in units]
+    else:
+        from vitsim.engine import Engine
+
+        addr_w = addr_bits(jobs) if jobs else 0
+        if jobs:   # build once here: workers then only run (two workers building one folder would race)
+            prebuild_gemm(sim, rows, cols, addr_w, waves)
+        for kind, job in units:
+            prebuild_unit(kind, job, sim)
+        with Engine(workers, scheduler, progress=False) as engine:
+            groups = balanced_chunks(jobs, engine.worker_count()) if jobs else []
+            tasks = [(f"gemm/{g[0]}", ([jobs[i] for i in g], sim, rows, cols, addr_w, waves)) for g in groups]
+            tasks += [(f"unit/{kind}", (kind, job, sim)) for kind, job in units]
+            outcomes = engine.map(verify_task, tasks, desc="verify")
+        failed = [o for o in outcomes if not o.ok]
+        if failed:
+            raise RuntimeError(f"verify: {failed[0].key} failed: {failed[0].error}")
+        by_job = {i: layer for g, o in zip(groups, outcomes) for i, layer in zip(g, o.value)}
+        layers = [by_job[i] for i in range(len(jobs))]
+        unit_results = [o.value for o in outcomes[len(groups):]]
+    unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
+    for r in unit_results:
         unit = unit_costs[r["name"]]
         layers.append({"layer": r["name"], "bit_exact": r["bit_exact"], "first_mismatch": r["first_mismatch"],
                        "rtl_cycles": r["rtl_cycles"], "model_cycles": r["model_cycles"],
-                       "energy_pj": round(unit.energy_total_pj - unit.energy_pj["dram"], 1),
-                       "wall_s": round(time.perf_counter() - t0, 3)})
+                       "energy_pj": round(unit.energy_total_pj - unit.energy_pj["dram"], 1), "wall_s": r["wall_s"]})
     wall = time.perf_counter() - start
     cycles = sum(x["rtl_cycles"] for x in layers)
     sim_s = sum(x["wall_s"] for x in layers)
     return {"program": str(path), "sim": sim, "array": f"{rows}x{cols}", "block": block, "bridge": bridge,
-            "layers": layers,
+            "layers": layers, "engine": engine.describe() if engine else "in this process",
             "all_bit_exact": all(x["bit_exact"] for x in layers),
             "cycles_equal": all(x["rtl_cycles"] == x["model_cycles"] for x in layers),
             "total_cycles": cycles, "simulated_cycles_per_s": round(cycles / max(sim_s, 1e-9)), "wall_s": round(wall, 2)}

@@ -76,6 +76,22 @@ class Captured:
     def module(self, node: fx.Node) -> torch.nn.Module:
         return self.gm.get_submodule(node.target)
 
+    def __reduce__(self) -> tuple:
+        """Pickling (a calibration shipped to Dask workers once): torch.fx pickles a GraphModule by tracing its
+        generated code again, which drops every node's meta and needs our tracer's example inputs. The graph is copied
+        instead (node names and meta kept) and the module rebuilt around it on the other side."""
+        graph = fx.Graph()
+        out = graph.output(graph.graph_copy(self.gm.graph, {}))
+        out.meta = dict(self.gm.graph.find_nodes(op="output")[0].meta)
+        root = torch.nn.Module()
+        for attr in ("_modules", "_parameters", "_buffers"):
+            setattr(root, attr, dict(getattr(self.gm, attr)))
+        return _rebuild, (root, graph, self.input_shape)
+
+
+def _rebuild(root: torch.nn.Module, graph: fx.Graph, input_shape: tuple[int, ...]) -> Captured:
+    return Captured(fx.GraphModule(root, graph), input_shape)
+
 
 class _Tracer(fx.Tracer):
     """torch.fx's tracer with our leaf modules, and control flow on traced values settled at the traced shapes.

@@ -72,6 +72,8 @@ def coarse_to_fine(sensitivity: Sensitivity, budget: Budget, samples: int = 400,
             genes[i] = tuple(4 if k == j else genes[i][k] for k in (0, 1))
         return Genome(tuple(genes))
 
+    # the single-layer 4-bit sensitivities the coarse ranking and the repairs read, measured in one batch
+    sensitivity.prefetch([(n, kind, 4) for n in fitness.space.layers for kind in KINDS])
     # coarse: random configurations in budget, ranked by the additive sensitivity estimate
     pool: dict[tuple, Genome] = {}
     for _ in range(samples):
@@ -87,6 +89,7 @@ def coarse_to_fine(sensitivity: Sensitivity, budget: Budget, samples: int = 400,
     def real(g: Genome) -> float:
         return fitness.loss(g.config(groups))
 
+    fitness.prefetch([g.config(groups) for g in ranked])
     current = sorted(ranked, key=real)
     for gen in range(generations):
         parents = current[: max(2, len(current) // 2)]
@@ -101,6 +104,7 @@ def coarse_to_fine(sensitivity: Sensitivity, budget: Budget, samples: int = 400,
             child = repair(Genome(tuple(genes)))
             if child is not None:
                 children[child.genes] = child
+        fitness.prefetch([g.config(groups) for g in children.values()])
         current = sorted(children.values(), key=real)[:population]
         best = current[0]
         history.append({"generation": gen + 1, "best_loss": real(best), "evaluations": fitness.evaluations,

@@ -16,6 +16,7 @@ images are training images outside the calibration set (models.data.held_out_dat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -48,6 +49,24 @@ def integer_logits(program: Program, images: np.ndarray, batch_size: int = 250) 
     return (codes - spec.zero_point) * scale
 
 
+def score_config(calibration: Calibration, config: Config, images: np.ndarray, labels: np.ndarray,
+                 teacher: torch.Tensor, name: str = "model", objective: str = "kl") -> Score:
+    """One evaluation: ``config`` quantized from ``calibration``, lowered, run by hwsim on the held-out ``images``, and
+    compared with the float model's log-probabilities ``teacher``. A module-level function so that a Dask worker can
+    run it (vitsim.engine) with the calibration and the images shipped to it once."""
+    program = quantize_calibrated(calibration, to_map(config), name).export()
+    logits = torch.from_numpy(integer_logits(program, images))
+    target = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    ce = float(torch.nn.functional.cross_entropy(logits, target))
+    kl = float((teacher.exp() * (teacher - torch.log_softmax(logits, 1))).sum(1).mean())
+    top1 = float((logits.argmax(1) == target).double().mean())
+    return Score(kl if objective == "kl" else ce, top1, ce, kl)
+
+
+# Evaluates many configurations at once (e.g. on a Dask cluster: vitsim.explore); returns their scores in order.
+BatchRunner = Callable[[list[Config]], list[Score]]
+
+
 @dataclass
 class HeldOutFitness:
     calibration: Calibration
@@ -58,6 +77,7 @@ class HeldOutFitness:
     objective: str = "kl"
     cache: dict[tuple, Score] = field(default_factory=dict)
     evaluations: int = 0
+    runner: BatchRunner | None = None   # None: evaluate in this process, one configuration at a time
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -77,18 +97,29 @@ class HeldOutFitness:
     def program(self, config: Config) -> Program:
         return quantize_calibrated(self.calibration, to_map(config), self.name).export()
 
-    def score(self, config: Config) -> Score:
-        k = key(config)
-        if k not in self.cache:
-            logits = torch.from_numpy(integer_logits(self.program(config), self.images))
-            labels = torch.from_numpy(np.asarray(self.labels, dtype=np.int64))
-            ce = float(torch.nn.functional.cross_entropy(logits, labels))
-            teacher = self.teacher_log_probs()
-            kl = float((teacher.exp() * (teacher - torch.log_softmax(logits, 1))).sum(1).mean())
-            top1 = float((logits.argmax(1) == labels).double().mean())
-            self.cache[k] = Score(kl if self.objective == "kl" else ce, top1, ce, kl)
+    def prefetch(self, configs: list[Config]) -> None:
+        """Evaluate every configuration of ``configs`` not yet cached, as one batch (in parallel with a ``runner``);
+        a search calls this with what its next step will read, so the results do not depend on the runner."""
+        todo, seen = [], set()
+        for config in configs:
+            k = key(config)
+            if k not in self.cache and k not in seen:
+                todo.append(config)
+                seen.add(k)
+        if not todo:
+            return
+        if self.runner is None:
+            scores = [score_config(self.calibration, c, self.images, self.labels, self.teacher_log_probs(), self.name,
+                                   self.objective) for c in todo]
+        else:
+            scores = self.runner(todo)
+        for config, score in zip(todo, scores):
+            self.cache[key(config)] = score
             self.evaluations += 1
-        return self.cache[k]
+
+    def score(self, config: Config) -> Score:
+        self.prefetch([config])
+        return self.cache[key(config)]
 
     def loss(self, config: Config) -> float:
         return self.score(config).loss

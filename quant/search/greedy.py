@@ -57,17 +57,21 @@ def greedy_search(sensitivity: Sensitivity, budget: Budget, on_step: Callable[[G
     current = budget.value(config)
     while current > budget.limit * (1 + 1e-9):
         best, best_ratio = None, float("inf")
+        candidates = []
         for layer in space.layers:
             for move in _steps(space, config[layer]):
-                candidate = {**config, layer: move}
-                saved = current - budget.value(candidate)
-                if saved <= 0:
-                    continue
-                loss = sum(max(sensitivity.delta(layer, k, move[k]) - sensitivity.delta(layer, k, config[layer][k]), 0.0)
-                           for k in KINDS)
-                ratio = (loss + 1e-6) / saved
-                if ratio < best_ratio:
-                    best, best_ratio = (candidate, layer, move), ratio
+                saved = current - budget.value({**config, layer: move})
+                if saved > 0:
+                    candidates.append((layer, move, saved))
+        # the sensitivities this step reads, measured in one batch (in parallel when the fitness has a runner)
+        sensitivity.prefetch([(layer, k, b[k]) for layer, move, _ in candidates for b in (move, config[layer])
+                              for k in KINDS])
+        for layer, move, saved in candidates:
+            loss = sum(max(sensitivity.delta(layer, k, move[k]) - sensitivity.delta(layer, k, config[layer][k]), 0.0)
+                       for k in KINDS)
+            ratio = (loss + 1e-6) / saved
+            if ratio < best_ratio:
+                best, best_ratio = ({**config, layer: move}, layer, move), ratio
         if best is None:
             raise SearchError(f"no configuration fits {budget.describe()}: the narrowest reaches {current:.4g}")
         config, layer, move = best
@@ -76,3 +80,13 @@ def greedy_search(sensitivity: Sensitivity, budget: Budget, on_step: Callable[[G
         if on_step is not None:
             on_step(steps[-1])
     return config, steps
+
+
+def trajectory(space: SearchSpace, steps: list[GreedyStep]) -> list[Config]:
+    """The configuration after each step. Greedy's choices do not depend on the limit (a looser limit stops earlier on
+    the same path), so these are its answers for every budget between 8 bits and the one it was given: its front."""
+    config, out = space.uniform(8, 8), []
+    for s in steps:
+        config = {**config, s.layer: {"wbits": s.wbits, "abits": s.abits}}
+        out.append(config)
+    return out

@@ -23,15 +23,23 @@ class Sensitivity:
     def __post_init__(self) -> None:
         self.base = self.fitness.loss(self.fitness.space.uniform(8, 8))
 
+    def _config(self, layer: str, kind: str, bits: int) -> Config:
+        config = self.fitness.space.uniform(8, 8)
+        config[layer] = {**config[layer], kind: bits}
+        return config
+
+    def prefetch(self, wanted: list[tuple[str, str, int]]) -> None:
+        """Measure the ``(layer, kind, bits)`` entries a search is about to read in one batch (see
+        HeldOutFitness.prefetch); ``delta`` then reads them from the cache."""
+        self.fitness.prefetch([self._config(*k) for k in dict.fromkeys(wanted) if k[2] < 8 and k not in self.table])
+
     def delta(self, layer: str, kind: str, bits: int) -> float:
         """Loss increase of ``layer``'s ``kind`` (wbits or abits) at ``bits``, the rest at 8 (0 at 8 bits)."""
         if bits >= 8:
             return 0.0
         k = (layer, kind, bits)
         if k not in self.table:
-            config = self.fitness.space.uniform(8, 8)
-            config[layer] = {**config[layer], kind: bits}
-            self.table[k] = self.fitness.loss(config) - self.base
+            self.table[k] = self.fitness.loss(self._config(layer, kind, bits)) - self.base
         return self.table[k]
 
     def estimate(self, config: Config) -> float:

@@ -132,3 +132,20 @@ def test_qat_table_sets_each_qat_row_beside_the_best_ptq_method_of_its_model_and
     assert "| deit_fmnist | W3A3 | pfcr | 87.22 % | 89.50 % | +2.28 pt |" in table
     assert "| deit_fmnist | W2A2 | p2vit | 60.00 % | 70.00 % | +10.00 pt |" in table
     assert "45 min 00 s" in table
+
+
+def test_rows_on_two_dask_workers_equal_rows_in_process_and_a_failing_row_is_reported(tmp_path):
+    """The same rows, in the same order, whether this process or two Dask workers measure them; a row that raises
+    (an unknown model here) comes back with its error, is not written, and the other rows are measured."""
+    bits = ["W8A8", "W4A4"]
+    serial = build_table(["deit_fmnist"], ["minmax"], bits, str(tmp_path / "serial"), limit=40, progress=False)
+    rows = build_table(["deit_fmnist", "no_such_model"], ["minmax"], bits, str(tmp_path / "dask"), limit=40,
+                       progress=False, workers=2)
+    measured = ("model", "method", "wbits", "abits", "n", "fp32_top1", "quant_top1", "int_top1", "agreement")
+    assert [{k: r[k] for k in measured} for r in rows[:2]] == [{k: r[k] for k in measured} for r in serial]
+    assert all(r["threads"] == 1 for r in rows[:2])  # one torch thread per worker
+    assert [r["model"] for r in rows[2:]] == ["no_such_model"] * 2
+    assert all("no_such_model" in r["error"] for r in rows[2:])
+    written = [json.loads(line) for line in (tmp_path / "dask" / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["model"], r["wbits"]) for r in written) == [("deit_fmnist", 4), ("deit_fmnist", 8)]
+    assert "no_such_model minmax W8A8: failed" in markdown(rows)

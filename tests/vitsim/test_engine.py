@@ -1,0 +1,92 @@
+"""The task engine (vitsim.engine) and its results store (vitsim.store): order, failures, dead workers, resumption."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitsim.engine import Engine, EngineError
+from vitsim.store import Outcome, ResultStore, fingerprint
+
+
+def _square_plus(x: int, offset: np.ndarray) -> dict:
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return {"x": x, "y": x * x + float(offset.sum()), "pid": os.getpid()}
+
+
+def _die_once(x: int, marker: str) -> int:
+    """Kill this worker process the first time it runs (the nanny restarts it and the scheduler re-runs the task)."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("died")
+        os._exit(1)
+    return x + 100
+
+
+TASKS = [(f"t{x}", (x,)) for x in (5, 1, 4, 3, 2, 0)]
+
+
+@pytest.fixture(scope="module")
+def engine2():
+    with Engine(workers=2, progress=False) as engine:
+        yield engine
+
+
+def test_outcomes_in_task_order_same_for_inline_and_two_workers(engine2):
+    """Outcomes come back in task order whatever order workers finish in, a shared constant reaches every task, and
+    an exception becomes that task's recorded error while the rest still run."""
+    offset = np.full(1000, 0.5)
+    with Engine(workers=0, progress=False) as inline:
+        serial = inline.map(_square_plus, TASKS, {"offset": inline.share(offset)})
+    parallel = engine2.map(_square_plus, TASKS, {"offset": engine2.share(offset)})
+    assert [o.key for o in parallel] == [k for k, _ in TASKS]
+    assert [o.value and o.value["y"] for o in parallel] == [o.value and o.value["y"] for o in serial] == \
+        [525.0, 501.0, 516.0, None, 504.0, 500.0]
+    failed = parallel[3]
+    assert not failed.ok and failed.error.startswith("ValueError: three is not allowed") and "_square_plus" in failed.error
+    assert len({o.value["pid"] for o in parallel if o.ok}) == 2  # both workers ran tasks
+    assert len({o.value["pid"] for o in serial if o.ok}) == 1 and serial[0].value["pid"] == os.getpid()
+
+
+def test_dead_worker_is_replaced_and_its_task_rerun(engine2, tmp_path):
+    out = engine2.map(_die_once, [("a", (1,)), ("b", (2,))], {"marker": str(tmp_path / "marker")})
+    assert [o.value for o in out] == [101, 102] and all(o.ok for o in out)
+    assert (tmp_path / "marker").read_text() == "died"
+    engine2.client.wait_for_workers(2, timeout=60)  # the nanny restarts the dead worker (raises if it does not)
+
+
+def test_store_resumes_without_recomputing_or_double_counting(tmp_path):
+    """A run that stopped after some tasks: the re-run computes only the rest and returns the same outcomes; a run
+    with other parameters (another fingerprint) shares the file but none of the results."""
+    path = tmp_path / "results.sqlite"
+    run = fingerprint({"model": "m", "n": 6})
+    with ResultStore(path, run) as store, Engine(workers=0, progress=False) as engine:
+        first = engine.map(_square_plus, TASKS[:2], {"offset": np.zeros(1)}, store)
+    with ResultStore(path, run) as store, Engine(workers=0, progress=False) as engine:
+        assert set(store.finished()) == {"t5", "t1"}
+        full = engine.map(_square_plus, TASKS, {"offset": np.zeros(1)}, store)
+        assert [o.resumed for o in full] == [True, True, False, False, False, False]
+        assert [o.value for o in full[:2]] == [o.value for o in first]
+        assert len(store.finished()) == 6 and "t3" not in store.finished(retry_failed=True)
+    with ResultStore(path, fingerprint({"model": "m", "n": 7})) as other:
+        assert other.finished() == {}
+
+
+def test_floats_survive_the_store_exactly(tmp_path):
+    values = [0.1, 1 / 3, 2.0 ** -40, 123456.789e-300, float(np.float32(0.7))]
+    with ResultStore(tmp_path / "r.sqlite", "x") as store:
+        store.put(Outcome("k", {"v": values}))
+    with ResultStore(tmp_path / "r.sqlite", "x") as store:
+        assert store.finished()["k"].value["v"] == values
+
+
+def test_misuse_is_refused():
+    with pytest.raises(EngineError):
+        Engine(workers=-1)
+    with pytest.raises(EngineError, match="with Engine"):
+        Engine(workers=2).map(_square_plus, TASKS[:1])
+    with pytest.raises(EngineError, match="unique"):
+        Engine(workers=0).map(_square_plus, [("a", (1,)), ("a", (2,))], {"offset": np.zeros(1)})
