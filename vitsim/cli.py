@@ -93,7 +93,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def cmd_qat(args: argparse.Namespace) -> int:
     from quant.parts import QuantError
-    from quant.qat import QATRecipe, default_epochs
+    from quant.qat import QATRecipe, default_epochs, default_quant_lr
     from vitsim.pipelines import qat
 
     for flag in ("wbits", "abits"):
@@ -102,6 +102,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "quant_lr", "train_images", "held_out")
              if getattr(args, k) is not None}
     given.setdefault("epochs", default_epochs(args.model))
+    given.setdefault("quant_lr", default_quant_lr(args.wbits, args.abits))
     recipe = QATRecipe(args.model, args.wbits, args.abits, pot=args.pot, irm=not args.no_irm, dgd=not args.no_dgd,
                        seed=args.seed, checkpoint=args.checkpoint, **given)
     out = args.out or f"out/qat/{args.model}_qvit_w{args.wbits}a{args.abits}{'_pot' if args.pot else ''}.vitp"
@@ -345,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pot", action="store_true", help="power-of-two scales (shift-only requantization)")
     p.add_argument("--batch-size", type=_positive, default=None)
     p.add_argument("--lr", type=float, default=None, help="learning rate of the weights")
-    p.add_argument("--quant-lr", type=float, default=None, help="learning rate of the scales, zero points, rectifiers")
+    p.add_argument("--quant-lr", type=float, default=None, help="learning rate of the scales, zero points, rectifiers (default: the recipe's, 2e-3; 5e-3 at W4A4)")
     p.add_argument("--train-images", type=_positive, default=None, help="training images per epoch (default: all)")
     p.add_argument("--held-out", type=_positive, default=None, help="training images kept out for tuning (5000)")
     p.add_argument("--no-irm", action="store_true", help="ablation: no information rectification")

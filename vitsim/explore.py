@@ -333,7 +333,9 @@ def _nsga(fitness: HeldOutFitness, base: Program, hardware: list[HardwareConfig]
         greedy = next((s for s in searches if s["hw"] == hw.name and s.get("path")), None)
         if greedy is not None:
             g_front = front_2d([(q["held_out_top1"], q["energy_uj"]) for q in greedy["path"]])
-            entry.update(greedy_front=[{"held_out_top1": t, "energy_uj": e} for t, e in g_front],
+            entry.update(greedy_path=[{"held_out_top1": q["held_out_top1"], "energy_uj": q["energy_uj"]}
+                                      for q in greedy["path"]],
+                         greedy_front=[{"held_out_top1": t, "energy_uj": e} for t, e in g_front],
                          greedy_hypervolume=hypervolume_2d(g_front, *ref), greedy_evaluations=greedy["fitness_evaluations"],
                          greedy_points_covered=covered(g_front, front))
             entry["better"] = "NSGA-II" if entry["hypervolume"] > entry["greedy_hypervolume"] else "greedy"

@@ -99,6 +99,9 @@ def _fronts_plot(nsga: dict[str, Any], path: Path) -> None:
         ax.step([q["energy_uj"] for q in f], [100 * q["held_out_top1"] for q in f], where="post", color="C0",
                 marker="o", ms=3, label=f"NSGA-II front ({nsga['trials']} evaluations)")
         if "greedy_front" in entry:
+            path = entry["greedy_path"]
+            ax.scatter([q["energy_uj"] for q in path], [100 * q["held_out_top1"] for q in path], s=30, marker="x",
+                       color="C3", alpha=0.6, label="Greedy MP trajectory (evaluated)")
             g = entry["greedy_front"]
             ax.step([q["energy_uj"] for q in g], [100 * q["held_out_top1"] for q in g], where="post", color="C3",
                     marker="*", ms=7, label=f"Greedy MP front ({entry['greedy_evaluations']} evaluations)")

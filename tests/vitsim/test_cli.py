@@ -160,3 +160,29 @@ def test_the_cli_offers_every_registered_method():
 
     assert sorted(METHOD_NAMES) == sorted(METHODS)
     assert METHOD_CALIBRATION == {name: cls.calibration_images for name, cls in METHODS.items()}
+
+
+@pytest.fixture(scope="module")
+def w4a4_program(tmp_path_factory):
+    out = tmp_path_factory.mktemp("verify") / "w4a4.vitp"
+    res = run_cli("quantize", "--wbits", "4", "--abits", "4", "--calib", "32", "--no-simulate", "--limit", "10",
+                  "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_verify_on_two_dask_workers_gives_the_serial_results(sim, w4a4_program):
+    """`verify --layer all --workers 2`: the GEMM jobs in two balanced simulations and the units beside them on two
+    Dask workers; every layer's result (bit-exactness, first mismatch, RTL and model cycles, energy) as the serial
+    run's, in the same order."""
+    runs = {}
+    for workers in ("0", "2"):
+        res = run_cli("verify", str(w4a4_program), "--layer", "all", "--sim", sim, "--workers", workers, "--json")
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs[workers] = json.loads(res.stdout)
+    assert "2 worker processes" in runs["2"]["engine"]
+    layers = {w: [{k: v for k, v in x.items() if k != "wall_s"} for x in r["layers"]] for w, r in runs.items()}
+    assert layers["2"] == layers["0"] and len(layers["0"]) >= 13
+    assert runs["2"]["all_bit_exact"] and runs["2"]["cycles_equal"]

@@ -63,3 +63,18 @@ def test_points_identical_inline_two_workers_and_resumed(tmp_path):
     assert f"{done} of {TASKS} already done" in err
     assert (killed / "points.csv").read_bytes() == expected
     assert _stored(killed / "results.sqlite") == TASKS  # nothing computed twice, nothing lost
+
+
+def test_nsga_front_joins_the_points_and_the_report(tmp_path):
+    """`explore --optuna`: the study's trials are held-out evaluations (stored for a resume), its front's
+    configurations are measured on the test subset like the grid's and drawn in the report."""
+    r = explore("deit_fmnist", "minmax", [8], [8], ["16x16"], str(tmp_path), limit=50, calib=32, held_out=32,
+                progress=False, workers=0, optuna=True, trials=12, population=6, widths=[4, 8])
+    nsga = r["nsga"]
+    assert nsga["trials"] == 12 and len(nsga["trial_points"]) == 12 and 1 <= nsga["evaluations"] <= 12
+    mixed = [p for p in r["points"] if p["kind"] == "mixed"]
+    assert mixed and all(p["config"].startswith("NSGA-") for p in mixed)
+    assert {p["config"] for p in mixed} == {f["label"] for f in nsga["front"]}
+    html = (tmp_path / "report.html").read_text()
+    assert "NSGA-II (Optuna)" in html and 'data-plots="5"' in html   # Pareto x2, heatmap, energy bars, fronts
+    assert (tmp_path / "optuna.db").exists()

@@ -1,0 +1,70 @@
+"""NSGA-II over per-layer bits (quant.search.nsga) on the defined-loss model of test_search: the study starts from the
+uniform configurations, finds configurations that beat them, resumes from its storage without re-counting, and the
+front / hypervolume arithmetic matches hand computation."""
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from hwsim.arch import load_hardware
+from quant.search.budget import Budget
+from quant.search.nsga import covered, front_2d, hypervolume_2d, nsga_search
+from tests.quant.test_search import batched_fitness, chain_program
+
+
+def _pricing(space):
+    base = chain_program()
+    return {name: (Budget("energy", math.inf, space, base, load_hardware(name)),
+                   Budget("latency", math.inf, space, base, load_hardware(name))) for name in ("edge-8x8", "16x16")}
+
+
+def _top1_fitness(batches):
+    """The defined loss as a 'top-1' in (0, 1]: the study maximises it."""
+    fitness = batched_fitness(batches)
+    inner = fitness.runner
+
+    def runner(configs):
+        return [type(s)(s.loss, 1.0 / (1.0 + s.loss / 100.0), 0.0, 0.0) for s in inner(configs)]
+
+    fitness.runner = runner
+    return fitness
+
+
+def test_study_starts_uniform_improves_and_resumes(tmp_path):
+    batches: list[int] = []
+    fitness = _top1_fitness(batches)
+    pricing = _pricing(fitness.space)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = nsga_search(fitness, pricing, 40, storage, "s", seed=3, population=8)
+    assert len(first) == 40 and [p.number for p in first] == list(range(40))
+    widths = sorted(fitness.space.choices, reverse=True)
+    # the first generation: the uniform configurations, every width on every hardware
+    uniform = [(p.hw, {b["wbits"] for b in p.config.values()} | {b["abits"] for b in p.config.values()})
+               for p in first[:2 * len(widths)]]
+    assert uniform == [(hw, {b}) for b in widths for hw in pricing]
+    assert max(batches) == 8  # generations evaluated as batches
+    # something NSGA-II found beats the uniform 4-bit configuration on both top-1 and energy on one hardware
+    u4 = next(p for p in first if p.hw == "16x16" and p.config[fitness.space.layers[0]]["wbits"] == 4
+              and len({b["wbits"] for b in p.config.values()} | {b["abits"] for b in p.config.values()}) == 1)
+    assert any(p.top1 >= u4.top1 and p.energy_uj <= u4.energy_uj and p is not u4 and p.hw == "16x16"
+               and (p.top1 > u4.top1 or p.energy_uj < u4.energy_uj) for p in first)
+
+    # a trial left running by an interrupted run is failed, not counted; the study resumes to 56 trials
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.ask()
+    again = nsga_search(_top1_fitness([]), pricing, 56, storage, "s", seed=3, population=8)
+    assert len(again) == 56 and [(p.number, p.top1) for p in again[:40]] == [(p.number, p.top1) for p in first]
+    states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 56
+
+
+def test_front_and_hypervolume_by_hand():
+    points = [(0.9, 10.0), (0.8, 5.0), (0.85, 12.0), (0.7, 5.0)]
+    assert front_2d(points) == [(0.8, 5.0), (0.9, 10.0)]   # (0.85, 12) and (0.7, 5) are beaten
+    # strips: cost 5..10 at top-1 0.8, cost 10..20 at 0.9
+    assert hypervolume_2d(points, 0.0, 20.0) == pytest.approx(5 * 0.8 + 10 * 0.9)
+    assert hypervolume_2d(points, 0.85, 20.0) == pytest.approx(10 * 0.05)   # only (0.9, 10) is above the reference
+    assert covered([(0.8, 5.0), (0.95, 30.0)], points) == 0.5
