@@ -53,6 +53,8 @@ def default_workers() -> int:
 class Engine:
     """See the module docstring. A context manager: the local cluster lives as long as the ``with`` block."""
 
+    connect_timeout = "20s"   # how long a --scheduler address may take to answer
+
     def __init__(self, workers: int | None = None, scheduler: str | None = None, progress: bool = True) -> None:
         if workers is not None and workers < 0:
             raise EngineError(f"--workers {workers}: want 0 (in this process) or more")
@@ -80,7 +82,7 @@ class Engine:
 
         if self.scheduler:
             try:
-                self.client = Client(self.scheduler, timeout="20s")
+                self.client = Client(self.scheduler, timeout=self.connect_timeout)
             except OSError as err:
                 raise EngineError(f"no Dask scheduler answers at {self.scheduler}: {err}") from err
         else:

@@ -90,3 +90,24 @@ def test_misuse_is_refused():
         Engine(workers=2).map(_square_plus, TASKS[:1])
     with pytest.raises(EngineError, match="unique"):
         Engine(workers=0).map(_square_plus, [("a", (1,)), ("a", (2,))], {"offset": np.zeros(1)})
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_a_running_cluster_is_used_through_its_scheduler_address(monkeypatch):
+    """`--scheduler ADDRESS`: the engine connects to a cluster it did not start (here one started by the test, with
+    workers of 2 threads) and still sets up its workers (one torch thread) before the first task."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+        with Engine(scheduler=cluster.scheduler_address, progress=False) as engine:
+            assert engine.describe() == f"Dask cluster at {cluster.scheduler_address}" and engine.worker_count() == 2
+            assert [o.value for o in engine.map(_threads, [("a", ()), ("b", ())])] == [1, 1]
+    monkeypatch.setattr(Engine, "connect_timeout", "2s")
+    with pytest.raises(EngineError, match="no Dask scheduler answers"):
+        with Engine(scheduler="tcp://127.0.0.1:9", progress=False):
+            pass
