@@ -3,8 +3,8 @@ Dask distributed (https://distributed.dask.org), persisting each result as it co
 
 - ``Engine(workers=N)`` starts a local cluster of N single-threaded worker processes (default: one per core; each
   worker runs torch and numba on one thread, so N workers use N cores); ``Engine(scheduler="tcp://host:8786")`` uses a
-  running cluster instead; ``Engine(workers=0)`` runs the tasks one after another in this process, without Dask (for
-  debugging and profiling: same results).
+  running cluster instead; ``Engine(workers=0)`` runs the tasks one after another in this process, on one thread like
+  a worker, without Dask (for debugging and profiling: same results).
 - ``share(value)`` sends a large constant (a calibration, test images, a program) to every worker once; tasks receive
   it as an argument without shipping it again.
 - ``map(fn, tasks, shared, store)`` runs ``fn(*args, **shared)`` for every ``(key, args)`` task that ``store`` does not
@@ -18,12 +18,13 @@ Dask distributed (https://distributed.dask.org), persisting each result as it co
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
 import traceback
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from vitsim.store import Outcome, ResultStore
 
@@ -46,6 +47,22 @@ def run_task(fn: Callable[..., Any], key: str, args: tuple, **shared: Any) -> Ou
     return Outcome(key, value, None, round(time.perf_counter() - start, 3))
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Tasks in this process run on one thread, as on a worker: float reductions (reconstruction) then sum in the
+    same order, so a result does not depend on the engine."""
+    import torch
+
+    from vitsim.pipelines import set_threads
+
+    before = torch.get_num_threads()
+    set_threads(1)
+    try:
+        yield
+    finally:
+        set_threads(before)
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -55,12 +72,14 @@ class Engine:
 
     connect_timeout = "20s"   # how long a --scheduler address may take to answer
 
-    def __init__(self, workers: int | None = None, scheduler: str | None = None, progress: bool = True) -> None:
+    def __init__(self, workers: int | None = None, scheduler: str | None = None, progress: bool = True,
+                 inline_one_thread: bool = True) -> None:
         if workers is not None and workers < 0:
             raise EngineError(f"--workers {workers}: want 0 (in this process) or more")
         self.workers = default_workers() if workers is None and scheduler is None else workers
         self.scheduler = scheduler
         self.progress = progress
+        self.inline_one_thread = inline_one_thread   # False: inline tasks use this process's threads
         self.client = None
         self._cluster = None
 
@@ -140,9 +159,10 @@ class Engine:
         bar = self._bar(len(todo), desc)
         try:
             if self.inline:
-                for key, args in todo:
-                    yield run_task(fn, key, args, **shared)
-                    bar.update()
+                with _one_thread() if self.inline_one_thread else contextlib.nullcontext():
+                    for key, args in todo:
+                        yield run_task(fn, key, args, **shared)
+                        bar.update()
                 return
             self._need_client()
             from distributed import as_completed

@@ -140,7 +140,8 @@ def build_table(models: list[str], methods: list[str], bits: list[str], out_dir:
 
     measured = {}
     if tasks:
-        with Engine(workers, scheduler, progress) as engine:
+        # in this process, rows keep the machine's threads (each row records how many it was measured with)
+        with Engine(workers, scheduler, progress, inline_one_thread=False) as engine:
             if progress:
                 print(f"table: {len(tasks)} rows to measure on {engine.describe()}", file=sys.stderr, flush=True)
             for (_, args), outcome in zip(tasks, engine.map(table_row, tasks, desc="table rows", on_outcome=finished)):
