@@ -111,8 +111,8 @@ def uniform_points(wbits: int, abits: int, *, calibration, images: np.ndarray, l
     return [_point(f"W{wbits}A{abits}", "uniform", program, hw, top1, q.metadata["bits"]) for hw in hardware]
 
 
-def config_points(label: str, config: Config, *, calibration, images: np.ndarray, labels: np.ndarray,
-                  hardware: list[HardwareConfig], model: str, space: SearchSpace) -> list[dict[str, Any]]:
+def config_points(label: str, config: Config, space: SearchSpace, *, calibration, images: np.ndarray,
+                  labels: np.ndarray, hardware: list[HardwareConfig], model: str) -> list[dict[str, Any]]:
     """One task: a searched mixed-precision configuration, like ``uniform_points``."""
     program = quantize_calibrated(calibration, to_map(config), model).export()
     top1 = _accuracy(program, images, labels)
@@ -127,6 +127,26 @@ def fitness_score(config: Config, *, calibration, images: np.ndarray, labels: np
 
 def _config_key(config: Config) -> str:
     return "fitness/" + ",".join(f"{n}:{w}:{a}" for n, w, a in key(config))
+
+
+def _engine_runner(engine: Engine, store: ResultStore, fitness: HeldOutFitness, calibration_handle,
+                   retry_failed: bool):
+    """HeldOutFitness's batch runner on the engine: each configuration a task, kept in the results store; the
+    held-out images and the float model's log-probabilities shipped to the workers once."""
+    shared = {"calibration": calibration_handle, "images": engine.share(fitness.images),
+              "labels": engine.share(np.asarray(fitness.labels)), "teacher": engine.share(fitness.teacher_log_probs()),
+              "model": fitness.name, "objective": fitness.objective}
+
+    def runner(configs: list[Config]) -> list[Score]:
+        tasks = [(_config_key(c), (c,)) for c in configs]
+        scores = []
+        for outcome in engine.map(fitness_score, tasks, shared, store, "explore: held-out fitness", retry_failed):
+            if not outcome.ok:
+                raise QuantError(f"a held-out evaluation failed: {outcome.error}")
+            scores.append(Score(**outcome.value))
+        return scores
+
+    return runner
 
 
 def explore(model: str, method: str, wbits: list[int], abits: list[int], hws: list[str], out_dir: str,
@@ -170,35 +190,24 @@ def explore(model: str, method: str, wbits: list[int], abits: list[int], hws: li
         say(f"explore: {len(grid)} uniform configurations x {len(hardware)} hardware on {engine.describe()}")
         shared = {"calibration": engine.share(calibration), "images": engine.share(images),
                   "labels": engine.share(labels)}
-        tasks = [(f"uniform/W{w}A{a}", (w, a)) for w, a in grid]
-        for (w, a), outcome in zip(grid, engine.map(uniform_points, tasks, {**shared, "hardware": hardware,
-                                                                            "model": model},
-                                                    store, "explore: uniform grid", retry_failed)):
-            if outcome.ok:
-                points += outcome.value
-            else:
-                failures.append({"task": outcome.key, "config": f"W{w}A{a}", "error": outcome.error})
+        measure = {**shared, "hardware": hardware, "model": model}
+
+        def run_points(fn, tasks: list, names: list[str], desc: str) -> None:
+            """Configurations measured on the test subset and priced: their points, or their failures."""
+            for name, outcome in zip(names, engine.map(fn, tasks, measure, store, desc, retry_failed)):
+                if outcome.ok:
+                    points.extend(outcome.value)
+                else:
+                    failures.append({"task": outcome.key, "config": name, "error": outcome.error})
+
+        run_points(uniform_points, [(f"uniform/W{w}A{a}", (w, a)) for w, a in grid], [f"W{w}A{a}" for w, a in grid],
+                   "explore: uniform grid")
         nsga = None
         if mp_search is not None or optuna:
             base = quantize_calibrated(calibration, default_map(8, 8), model).export()
             hx, hy = held_out_data(data, net, held_out, calib, seed)
             fitness = HeldOutFitness(calibration, space, hx.numpy(), hy, model, objective)
-            fitness_shared = {"calibration": shared["calibration"], "images": engine.share(fitness.images),
-                              "labels": engine.share(np.asarray(fitness.labels)),
-                              "teacher": engine.share(fitness.teacher_log_probs()), "model": model,
-                              "objective": objective}
-
-            def runner(configs: list[Config]) -> list[Score]:
-                tasks = [(_config_key(c), (c,)) for c in configs]
-                scores = []
-                for outcome in engine.map(fitness_score, tasks, fitness_shared, store, "explore: held-out fitness",
-                                          retry_failed):
-                    if not outcome.ok:
-                        raise QuantError(f"a held-out evaluation failed: {outcome.error}")
-                    scores.append(Score(**outcome.value))
-                return scores
-
-            fitness.runner = runner
+            fitness.runner = _engine_runner(engine, store, fitness, shared["calibration"], retry_failed)
         if mp_search is not None:
             sensitivity = Sensitivity(fitness)
             targets = hardware if metric != "bits" else hardware[:1]
@@ -208,16 +217,12 @@ def explore(model: str, method: str, wbits: list[int], abits: list[int], hws: li
         if optuna:
             if trials is None:
                 trials = fitness.evaluations if mp_search == "greedy" else 200
-            twin = HeldOutFitness(calibration, space, fitness.images, fitness.labels, model, objective, runner=runner)
+            # a fitness of its own (its own count of evaluations), on the same workers and results store
+            twin = HeldOutFitness(calibration, space, fitness.images, fitness.labels, model, objective,
+                                  runner=fitness.runner)
             nsga = _nsga(twin, base, hardware, trials, population, seed, f"explore-{run}", out, searches, say)
-            tasks = [(f"nsga/{p['label']}", (p["label"], p["config"])) for p in nsga["front"]]
-            for p, outcome in zip(nsga["front"], engine.map(config_points, tasks, {**shared, "hardware": hardware,
-                                                                                  "model": model, "space": space},
-                                                           store, "explore: NSGA-II front", retry_failed)):
-                if outcome.ok:
-                    points += outcome.value
-                else:
-                    failures.append({"task": outcome.key, "config": p["label"], "error": outcome.error})
+            run_points(config_points, [(f"nsga/{p['label']}", (p["label"], p["config"], space)) for p in nsga["front"]],
+                       [p["label"] for p in nsga["front"]], "explore: NSGA-II front")
     pareto = {"energy": pareto_front(points, "energy_uj"), "latency": pareto_front(points, "latency_ms")}
     for p in points:
         p["pareto_energy"] = any(p is q for q in pareto["energy"])
