@@ -189,8 +189,10 @@ def _explore_lines(r: dict[str, Any]) -> list[str]:
     for e in (r["nsga"] or {}).get("per_hw", []):
         line = f"NSGA-II on {e['hw']}: hypervolume {e['hypervolume']:.4g} ({r['nsga']['trials']} evaluations)"
         if "greedy_front" in e:
-            line += (f"; Greedy MP {e['greedy_hypervolume']:.4g} ({e['greedy_evaluations']} evaluations), "
-                     f"{100 * e['greedy_points_covered']:.0f} % of its front matched or beaten; better: {e['better']}")
+            line += (f"; Greedy MP {e['greedy_hypervolume']:.4g} ({e['greedy_evaluations']} evaluations); from "
+                     f"{e['shared_range_uj'][0]:.4g} uJ up NSGA-II {e['shared_hypervolume']:.4g} vs greedy "
+                     f"{e['greedy_shared_hypervolume']:.4g}, {100 * e['greedy_points_covered']:.0f} % of greedy's front "
+                     f"matched or beaten; better: {e['better']}")
         lines.append(line)
     for f in r["failures"]:
         lines.append(f"FAILED {f['config']}: {f['error'].splitlines()[0]}")

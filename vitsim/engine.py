@@ -30,6 +30,10 @@ from vitsim.store import Outcome, ResultStore
 
 Task = tuple[str, tuple]
 _ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+# Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536 (to hand freed memory back to the system). Setting
+# it switches off glibc's adaptive mmap threshold, so every array over 64 KiB is a fresh mmap and its pages fault in
+# again: hwsim allocates an activation per op, and a task took ~1.4x as long on a worker as in this process.
+_PRE_SPAWN = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
 
 
 class EngineError(RuntimeError):
@@ -105,8 +109,11 @@ class Engine:
             except OSError as err:
                 raise EngineError(f"no Dask scheduler answers at {self.scheduler}: {err}") from err
         else:
-            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                         dashboard_address=None, silence_logs=logging.ERROR, env=dict(_ONE_THREAD))
+            import dask
+
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": _PRE_SPAWN}):
+                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                             dashboard_address=None, silence_logs=logging.ERROR, env=dict(_ONE_THREAD))
             self.client = Client(self._cluster)
         from vitsim.dask_worker import WorkerSetup
 

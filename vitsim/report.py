@@ -99,8 +99,8 @@ def _fronts_plot(nsga: dict[str, Any], path: Path) -> None:
         ax.step([q["energy_uj"] for q in f], [100 * q["held_out_top1"] for q in f], where="post", color="C0",
                 marker="o", ms=3, label=f"NSGA-II front ({nsga['trials']} evaluations)")
         if "greedy_front" in entry:
-            path = entry["greedy_path"]
-            ax.scatter([q["energy_uj"] for q in path], [100 * q["held_out_top1"] for q in path], s=30, marker="x",
+            walked = entry["greedy_path"]
+            ax.scatter([q["energy_uj"] for q in walked], [100 * q["held_out_top1"] for q in walked], s=30, marker="x",
                        color="C3", alpha=0.6, label="Greedy MP trajectory (evaluated)")
             g = entry["greedy_front"]
             ax.step([q["energy_uj"] for q in g], [100 * q["held_out_top1"] for q in g], where="post", color="C3",
@@ -146,8 +146,10 @@ def write_report(points: list[dict[str, Any]], searches: list[dict[str, Any]], s
         plots.append((out / "search_fronts.png", "search fronts: NSGA-II vs Greedy MP"))
         compared = "<h2>NSGA-II (Optuna) vs Greedy MP</h2><ul>" + "".join(
             f"<li>{e['hw']}: NSGA-II hypervolume {e['hypervolume']:.4g} ({nsga['trials']} evaluations)"
-            + (f", Greedy MP {e['greedy_hypervolume']:.4g} ({e['greedy_evaluations']} evaluations); NSGA-II matches or "
-               f"beats {100 * e['greedy_points_covered']:.0f} % of the greedy front; better front: <b>{e['better']}</b>"
+            + (f", Greedy MP {e['greedy_hypervolume']:.4g} ({e['greedy_evaluations']} evaluations); on the energies both "
+               f"reach ({e['shared_range_uj'][0]:.4g} uJ and up) NSGA-II {e['shared_hypervolume']:.4g}, greedy "
+               f"{e['greedy_shared_hypervolume']:.4g}; NSGA-II matches or beats {100 * e['greedy_points_covered']:.0f} % "
+               f"of the greedy front; better front: <b>{e['better']}</b>"
                if "greedy_front" in e else "") + "</li>" for e in nsga["per_hw"]) + "</ul>"
     failed = "".join(f"<li><b>{html.escape(f['config'])}</b> ({html.escape(f['task'])}):<pre>{html.escape(f['error'])}</pre></li>"
                      for f in failures or [])
