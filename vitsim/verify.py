@@ -92,21 +92,12 @@ def _gemm_layer(job: GemmJob, r: dict[str, Any], rows: int, cols: int) -> dict[s
             "tiles": r["tiles"], "energy_pj": round(job_energy_pj(job, rows, cols), 1), "wall_s": r["wall_s"]}
 
 
-def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator", rows: int = 8, cols: int = 8,
-           waves: bool = False, workers: int | None = 0, scheduler: str | None = None) -> dict[str, Any]:
-    """``workers`` 0 (default): every GEMM job in one simulation, then each unit, in this process. Otherwise each GEMM
-    job and each unit is a task on ``Engine(workers, scheduler)`` (vitsim.engine), the simulator builds made once
-    first; the per-layer results are the same, in the same order."""
-    program = load(path)
-    kinds = LAYERS if layer == "all" else (layer,)
-    if layer != "all" and layer not in LAYERS:
-        raise VerifyError(f"unknown layer {layer!r}; choose one of {LAYERS} or 'all'")
-    prefixes = block_prefixes(program)
-    if not 0 <= block < len(prefixes):
-        raise VerifyError(f"block {block} out of range: the program has {len(prefixes)} blocks")
+def _jobs(program, kinds: tuple[str, ...], layer: str, block: int, prefixes: list[str]
+          ) -> tuple[list[GemmJob], list[tuple[str, Any]], str | None]:
+    """The block's GEMM jobs (or its bridge block's), its units' jobs, and the bridge prefix (hybrids), from one
+    hwsim trace of the program on its first test image."""
     prefix = prefixes[block]
     trace = run(program, _input(program, program.metadata.get("recipe")), trace=True).trace
-    start = time.perf_counter()
     gemm_kinds = tuple(k for k in kinds if k in GEMM_KINDS)
     bridge = bridge_prefix(program, block) if CONVS in kinds else None
     if layer == CONVS and bridge is None:
@@ -126,10 +117,27 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
             units.append((kind, gelu_job(program, trace, f"{prefix}.mlp.act")))
         else:
             units.append((kind, layernorm_job(program, trace, f"{prefix}.{kind}")))
+    return jobs, units, bridge
+
+
+def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator", rows: int = 8, cols: int = 8,
+           waves: bool = False, workers: int | None = 0, scheduler: str | None = None) -> dict[str, Any]:
+    """``workers`` 0 (default): every GEMM job in one simulation, then each unit, in this process. Otherwise each GEMM
+    job and each unit is a task on ``Engine(workers, scheduler)`` (vitsim.engine), the simulator builds made once
+    first; the per-layer results are the same, in the same order."""
+    program = load(path)
+    kinds = LAYERS if layer == "all" else (layer,)
+    if layer != "all" and layer not in LAYERS:
+        raise VerifyError(f"unknown layer {layer!r}; choose one of {LAYERS} or 'all'")
+    prefixes = block_prefixes(program)
+    if not 0 <= block < len(prefixes):
+        raise VerifyError(f"block {block} out of range: the program has {len(prefixes)} blocks")
+    start = time.perf_counter()
+    jobs, units, bridge = _jobs(program, kinds, layer, block, prefixes)
     engine = None
     if workers == 0 and scheduler is None:
-        layers = [_gemm_layer(job, r, rows, cols) for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves))] \
-            if jobs else []
+        layers = [_gemm_layer(job, r, rows, cols)
+                  for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves))] if jobs else []
         unit_results = [unit_task(kind, job, sim) for kind, job in units]
     else:
         from vitsim.engine import Engine
