@@ -29,11 +29,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from vitsim.store import Outcome, ResultStore
 
 Task = tuple[str, tuple]
-_ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-# Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536 (to hand freed memory back to the system). Setting
-# it switches off glibc's adaptive mmap threshold, so every array over 64 KiB is a fresh mmap and its pages fault in
-# again: hwsim allocates an activation per op, and a task took ~1.4x as long on a worker as in this process.
-_PRE_SPAWN = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
+# The environment a worker process starts with: one thread for every numeric library. It replaces Dask's default
+# pre-spawn environment, whose MALLOC_TRIM_THRESHOLD_=65536 switches off glibc's adaptive mmap threshold, so every
+# array over 64 KiB is a fresh mmap whose pages fault in again: hwsim allocates an activation per op, and a task took
+# ~1.4x as long on a worker as in this process.
+_WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 
 class EngineError(RuntimeError):
@@ -111,9 +111,9 @@ class Engine:
         else:
             import dask
 
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": _PRE_SPAWN}):
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": _WORKER_ENV}):
                 self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                             dashboard_address=None, silence_logs=logging.ERROR, env=dict(_ONE_THREAD))
+                                             dashboard_address=None, silence_logs=logging.ERROR)
             self.client = Client(self._cluster)
         from vitsim.dask_worker import WorkerSetup
 
@@ -149,7 +149,7 @@ class Engine:
         keys = [k for k, _ in tasks]
         if len(set(keys)) != len(keys):
             raise EngineError(f"{desc}: task keys must be unique")
-        done = store.finished(retry_failed) if store is not None else {}
+        done = store.finished(retry_failed, keys) if store is not None else {}
         todo = [(k, a) for k, a in tasks if k not in done]
         results: dict[str, Outcome] = {k: done[k] for k in keys if k in done}
         if len(todo) < len(tasks) and todo:

@@ -94,9 +94,6 @@ class HeldOutFitness:
             self._teacher = torch.log_softmax(logits.double(), 1)
         return self._teacher
 
-    def program(self, config: Config) -> Program:
-        return quantize_calibrated(self.calibration, to_map(config), self.name).export()
-
     def prefetch(self, configs: list[Config]) -> None:
         """Evaluate every configuration of ``configs`` not yet cached, as one batch (in parallel with a ``runner``);
         a search calls this with what its next step will read, so the results do not depend on the runner."""
