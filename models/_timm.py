@@ -38,6 +38,26 @@ def import_timm() -> Any:
     return timm
 
 
+class _GuardOnImport:
+    """A ``sys.meta_path`` entry that, the first time anything imports ``timm`` (unpickling a timm model does),
+    steps aside and runs the torchvision guard first; it finds no module itself, so the import then proceeds."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "timm":
+            sys.meta_path.remove(self)
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            _import_torchvision()
+        return None
+
+
+def guard_on_import() -> None:
+    """Arm the guard without importing anything: where a process may or may not need timm (a Dask worker running
+    RTL simulations does not), importing it up front would cost seconds for nothing."""
+    if "timm" not in sys.modules and "torchvision" not in sys.modules and \
+            not any(isinstance(f, _GuardOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _GuardOnImport())
+
+
 def torchvision_was_patched() -> bool:
     """True when the guard had to stub ``torchvision._meta_registrations`` (for tests and diagnostics)."""
     module = sys.modules.get(_META)

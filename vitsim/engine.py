@@ -33,7 +33,7 @@ Task = tuple[str, tuple]
 # pre-spawn environment, whose MALLOC_TRIM_THRESHOLD_=65536 switches off glibc's adaptive mmap threshold, so every
 # array over 64 KiB is a fresh mmap whose pages fault in again: hwsim allocates an activation per op, and a task took
 # ~1.4x as long on a worker as in this process.
-_WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+WORKER_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 
 class EngineError(RuntimeError):
@@ -111,7 +111,7 @@ class Engine:
         else:
             import dask
 
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": _WORKER_ENV}):
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_THREADS}):
                 self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                              dashboard_address=None, silence_logs=logging.ERROR)
             self.client = Client(self._cluster)

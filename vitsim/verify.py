@@ -3,7 +3,9 @@ with on-chip energy (no DRAM) from the cost model's counted activity. The input 
 image when it has none)."""
 from __future__ import annotations
 
+import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -133,32 +135,47 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
     if not 0 <= block < len(prefixes):
         raise VerifyError(f"block {block} out of range: the program has {len(prefixes)} blocks")
     start = time.perf_counter()
-    jobs, units, bridge = _jobs(program, kinds, layer, block, prefixes)
-    engine = None
     if workers == 0 and scheduler is None:
+        engine = None
+        jobs, units, bridge = _jobs(program, kinds, layer, block, prefixes)
+        unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
         layers = [_gemm_layer(job, r, rows, cols)
                   for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves))] if jobs else []
         unit_results = [unit_task(kind, job, sim) for kind, job in units]
     else:
         from vitsim.engine import Engine
 
-        addr_w = addr_bits(jobs) if jobs else 0
-        if jobs:   # build once here: workers then only run (two workers building one folder would race)
-            prebuild_gemm(sim, rows, cols, addr_w, waves)
-        for kind, job in units:
-            prebuild_unit(kind, job, sim)
-        with Engine(workers, scheduler, progress=False) as engine:
+        engine = Engine(workers, scheduler, progress=False)
+        # the cluster's processes start while this one traces the program and checks the builds
+        starting = ThreadPoolExecutor(1, thread_name_prefix="engine-start")
+        started = starting.submit(engine.__enter__)
+        starting.shutdown(wait=False)
+        try:
+            jobs, units, bridge = _jobs(program, kinds, layer, block, prefixes)
+            unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
+            addr_w = addr_bits(jobs) if jobs else 0
+            if jobs:   # build once here: workers then only run (two workers building one folder would race)
+                prebuild_gemm(sim, rows, cols, addr_w, waves)
+            for kind, job in units:
+                prebuild_unit(kind, job, sim)
+            started.result()
             groups = balanced_chunks(jobs, engine.worker_count()) if jobs else []
             tasks = [(f"gemm/{g[0]}", ([jobs[i] for i in g], sim, rows, cols, addr_w, waves)) for g in groups]
-            tasks += [(f"unit/{kind}", (kind, job, sim)) for kind, job in units]
+            # the units after the GEMM groups, longest first (the model's cycles), so the last to finish is short
+            by_length = sorted(range(len(units)), key=lambda i: -unit_costs[units[i][1].name].cycles)
+            tasks += [(f"unit/{units[i][0]}", (*units[i], sim)) for i in by_length]
             outcomes = engine.map(verify_task, tasks, desc="verify")
+        finally:
+            with contextlib.suppress(Exception):   # its own error, if any, was raised above
+                started.result()
+            engine.__exit__(None, None, None)
         failed = [o for o in outcomes if not o.ok]
         if failed:
             raise RuntimeError(f"verify: {failed[0].key} failed: {failed[0].error}")
         by_job = {i: layer for g, o in zip(groups, outcomes) for i, layer in zip(g, o.value)}
         layers = [by_job[i] for i in range(len(jobs))]
-        unit_results = [o.value for o in outcomes[len(groups):]]
-    unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
+        by_unit = dict(zip(by_length, outcomes[len(groups):]))
+        unit_results = [by_unit[i].value for i in range(len(units))]
     for r in unit_results:
         unit = unit_costs[r["name"]]
         layers.append({"layer": r["name"], "bit_exact": r["bit_exact"], "first_mismatch": r["first_mismatch"],

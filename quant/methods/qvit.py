@@ -54,9 +54,19 @@ class QViT(Method):
     softmax_per_head = True   # quant.sites: 16-bit probabilities, then one scale per head
     calibration_images = 256
 
-    def __init__(self, pot: bool = False) -> None:
+    def __init__(self, pot: bool = False, reparam_layernorm: bool = False) -> None:
         self.pot = pot
         self.form = "PoT" if pot else "Float"
+        self.reparam_layernorm = reparam_layernorm
+
+    def prepare(self, captured, calib: torch.Tensor) -> None:
+        """With ``reparam_layernorm``: RepQ-ViT's channel-wise to layer-wise fold of every post-LayerNorm activation
+        (quant.methods.repq) before the scales start, so the one per-tensor scale a LayerNorm output gets (and then
+        learns) sees channels of one range."""
+        if self.reparam_layernorm:
+            from quant.methods.repq import reparameterise_post_layernorm
+
+            reparameterise_post_layernorm(captured, calib)
 
     def weight_scale(self, weight: torch.Tensor, inputs: torch.Tensor | None, bits: int) -> torch.Tensor:
         return Quantizer(f"Int{bits}WeightPerChannel{self.form}", "mse").fit(weight, inputs=inputs).scale

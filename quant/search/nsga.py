@@ -6,10 +6,12 @@ budgets of the other searches price them).
 
 - Generations are asked as one batch (``study.ask``), evaluated together (``HeldOutFitness.prefetch``: in parallel on
   Dask workers when the fitness has a runner) and told back in trial order, so the study is reproducible for a seed.
-- The first generation starts from the uniform configurations (every width of the space, on every hardware): the
-  points a designer would try first, so the front is never worse than the uniform grid at the widths the space offers.
+- The first generation starts from the uniform configurations (every weight width with every activation width of the
+  space, on every hardware): the grid a designer would try first, so the front is never worse than the uniform grid,
+  and the off-diagonal maps (W4A6, W6A4, ...) give the crossover parents between the diagonal's energies.
 - The study lives in Optuna's storage (SQLite in the output folder): running the same search again resumes it; trials
-  interrupted mid-generation are marked failed and not counted; several processes may share one study.
+  interrupted mid-generation are marked failed and not counted (a uniform one is asked again); several processes may
+  share one study.
 - Unlike Greedy MP and coarse-to-fine (the papers' single-budget searches), one run yields a whole front.
 Nothing here is tuned on test images.
 """
@@ -56,10 +58,13 @@ def nsga_search(fitness: HeldOutFitness, pricing: dict[str, tuple[Budget, Budget
                                 load_if_exists=True)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)   # left by an interrupted run: not evaluated, not counted
+        if "fixed_params" in t.system_attrs:           # one of the uniform grid's: asked again
+            study.enqueue_trial(t.system_attrs["fixed_params"])
     if not study.trials:
-        for b in sorted(space.choices, reverse=True):
+        grid = sorted(((w, a) for w in space.choices for a in space.choices), key=lambda wa: (-sum(wa), -wa[0]))
+        for w, a in grid:   # widest first (by w + a; wider weights first on ties)
             for hw in hws:
-                params = {"hw": hw, **{f"{n}:{k}": b for n in space.layers for k in ("w", "a")}}
+                params = {"hw": hw, **{f"{n}:w": w for n in space.layers}, **{f"{n}:a": a for n in space.layers}}
                 study.enqueue_trial(params)
 
     def done() -> int:

@@ -76,3 +76,13 @@ def test_timm_import_guard_in_a_fresh_interpreter():
     # Where torchvision's C ops fail to load the guard patches; where they load it must not.
     ok = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True).returncode == 0
     assert out[1] == str(not ok)
+
+
+def test_timm_guard_armed_without_importing_then_applied_on_first_timm_import():
+    code = ("import sys; from models._timm import guard_on_import, torchvision_was_patched; guard_on_import(); "
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules; "
+            "import timm.models.vision_transformer as vt; print(vt.VisionTransformer.__name__, torchvision_was_patched())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "VisionTransformer"
+    ok = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True).returncode == 0
+    assert out[1] == str(not ok)

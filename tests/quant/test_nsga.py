@@ -40,25 +40,34 @@ def test_study_starts_uniform_improves_and_resumes(tmp_path):
     first = nsga_search(fitness, pricing, 40, storage, "s", seed=3, population=8)
     assert len(first) == 40 and [p.number for p in first] == list(range(40))
     widths = sorted(fitness.space.choices, reverse=True)
-    # the first generation: the uniform configurations, every width on every hardware
-    uniform = [(p.hw, {b["wbits"] for b in p.config.values()} | {b["abits"] for b in p.config.values()})
-               for p in first[:2 * len(widths)]]
-    assert uniform == [(hw, {b}) for b in widths for hw in pricing]
-    assert max(batches) == 8  # generations evaluated as batches
-    # something NSGA-II found beats the uniform 4-bit configuration on both top-1 and energy on one hardware
-    u4 = next(p for p in first if p.hw == "16x16" and p.config[fitness.space.layers[0]]["wbits"] == 4
-              and len({b["wbits"] for b in p.config.values()} | {b["abits"] for b in p.config.values()}) == 1)
-    assert any(p.top1 >= u4.top1 and p.energy_uj <= u4.energy_uj and p is not u4 and p.hw == "16x16"
-               and (p.top1 > u4.top1 or p.energy_uj < u4.energy_uj) for p in first)
-
-    # a trial left running by an interrupted run is failed, not counted; the study resumes to 56 trials
+    # the first trials: uniform maps of the (weight width x activation width) grid on every hardware, widest first
+    grid = [(p.hw, {b["wbits"] for b in p.config.values()}, {b["abits"] for b in p.config.values()}) for p in first]
+    assert all(len(w) == len(a) == 1 for _, w, a in grid)
+    pairs = [(hw, *w, *a) for hw, w, a in grid]
+    assert len(set(pairs)) == len(pairs) == 40 and pairs[:2] == [(hw, widths[0], widths[0]) for hw in pricing]
+    assert any(w != a for _, w, a in pairs)    # off the diagonal too
+    assert [w + a for _, w, a in pairs] == sorted((w + a for _, w, a in pairs), reverse=True)
+    assert max(batches) == 4  # generations of 8 evaluated as batches: one map on both hardware evaluated once
+    # a trial left running by an interrupted run (here one of the grid's) is failed, not counted, and asked again;
+    # the study resumes to 120 trials: the whole grid, then generations bred from it
     study = optuna.load_study(study_name="s", storage=storage)
     study.ask()
-    again = nsga_search(_top1_fitness([]), pricing, 56, storage, "s", seed=3, population=8)
-    assert len(again) == 56 and [(p.number, p.top1) for p in again[:40]] == [(p.number, p.top1) for p in first]
+    again = nsga_search(_top1_fitness([]), pricing, 120, storage, "s", seed=3, population=8)
+    assert len(again) == 120 and [(p.number, p.top1) for p in again[:40]] == [(p.number, p.top1) for p in first]
     states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]
     assert states.count(optuna.trial.TrialState.FAIL) == 1
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 56
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 120
+
+    def uniform(p):
+        w, a = {b["wbits"] for b in p.config.values()}, {b["abits"] for b in p.config.values()}
+        return (p.hw, *w, *a) if len(w) == len(a) == 1 else None
+
+    assert {uniform(p) for p in again} >= {(hw, w, a) for hw in pricing for w in widths for a in widths}
+    # something bred beats the uniform 4-bit configuration on both top-1 and energy
+    u4 = next(p for p in again if uniform(p) == ("16x16", 4, 4))
+    bred = [p for p in again if uniform(p) is None and p.hw == "16x16"]
+    assert any(p.top1 >= u4.top1 and p.energy_uj <= u4.energy_uj and (p.top1 > u4.top1 or p.energy_uj < u4.energy_uj)
+               for p in bred)
 
 
 def test_front_and_hypervolume_by_hand():

@@ -23,6 +23,7 @@ from models.data import calibration_data
 from quant.build import QuantModel, default_map
 from quant.calibrate import calibrate
 from quant.fakequant import ActQuant, QuantLayerNorm, WeightQuant
+from quant.graph.capture import capture
 from quant.methods.qvit import QViT, dgd_loss, prepare_student, similarity, start_rectifiers
 from quant.qat import finish
 from quant.parts import QuantError, qrange
@@ -234,3 +235,20 @@ def test_a_short_w2a2_run_lifts_held_out_accuracy_far_above_its_start(tmp_path, 
     run = train_qat(_tiny(2, 2, epochs=1, train_images=1280, held_out=500), log=lambda s: None, progress=False)
     start, end = run.history[0]["held_out_top1"], run.history[-1]["held_out_top1"]
     assert end >= start + 0.08 and end >= 0.45, (start, end)  # measured: 0.390 -> 0.512
+
+
+def test_qvit_layernorm_reparameterisation_is_applied_and_keeps_the_float_model(deit_fmnist):
+    """QViT(reparam_layernorm=True) folds RepQ-ViT's channel ranges into the LayerNorms before the scales start (a
+    flag that silently did nothing, or a fold that changed the float model, would fail); without it nothing moves."""
+    calib = calibration_data("fmnist", deit_fmnist, 32, seed=0)
+    for reparam in (False, True):
+        captured = capture(deit_fmnist, tuple(calib.shape[1:]))
+        gamma = captured.gm.get_submodule("blocks.0.norm2").weight.detach().clone()
+        with torch.no_grad():
+            before = captured.gm(calib).double()
+        QViT(reparam_layernorm=reparam).prepare(captured, calib)
+        with torch.no_grad():
+            after = captured.gm(calib).double()
+        assert torch.allclose(before, after, atol=2e-4 * before.abs().max())
+        moved = not torch.equal(gamma, captured.gm.get_submodule("blocks.0.norm2").weight)
+        assert moved == reparam

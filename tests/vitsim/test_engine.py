@@ -111,3 +111,22 @@ def test_a_running_cluster_is_used_through_its_scheduler_address(monkeypatch):
     with pytest.raises(EngineError, match="no Dask scheduler answers"):
         with Engine(scheduler="tcp://127.0.0.1:9", progress=False):
             pass
+
+
+def _worker_state() -> dict:
+    import sys
+
+    loaded = {m: m in sys.modules for m in ("torch", "numba", "timm")}
+    import numba
+    import torch
+
+    return {**loaded, "torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads()}
+
+
+def test_workers_start_light_and_single_threaded():
+    """A worker imports nothing heavy before its first task (an RTL-only run never pays for torch and timm: importing
+    them up front made a 2-worker verify spend ~7 s starting its cluster) and still runs torch and numba on one
+    thread once a task loads them."""
+    with Engine(workers=1, progress=False) as engine:
+        state = engine.map(_worker_state, [("s", ())])[0].value
+    assert state == {"torch": False, "numba": False, "timm": False, "torch_threads": 1, "numba_threads": 1}
