@@ -11,7 +11,7 @@ import cocotb
 
 from hwsim.cost.cycles import layernorm_row_cycles
 from rtl._cocotb import load_run_dump, unit_rows_result
-from rtl.tb_gemm import read_hex, write_hex
+from rtl.hexfile import read_hex, write_hex
 
 
 @cocotb.test()

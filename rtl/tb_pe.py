@@ -9,7 +9,7 @@ import numpy as np
 
 import cocotb
 from rtl._cocotb import load_run_dump
-from rtl.tb_gemm import hex_words, read_hex
+from rtl.hexfile import hex_words, read_hex
 
 
 def _pack_hex(path: Path, fields: list[tuple[np.ndarray, int]]) -> None:

@@ -1,4 +1,4 @@
-"""The ``vitsim`` command line: train, eval, quantize, qat, layers, simulate, cost, table, explore, verify, demo.
+"""The ``vitsim`` command line: train, eval, quantize, qat, layers, simulate, cost, table, explore, verify, vectors, demo.
 
 Every command prints a readable summary, or with ``--json`` exactly one JSON object on stdout; progress bars go to
 stderr. Errors are one clear line on stderr and exit status 2 (bad input) or 1 (a check failed).
@@ -284,6 +284,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vectors(args: argparse.Namespace) -> int:
+    from vitsim.vectors import export_vectors
+
+    m = export_vectors(args.program, args.out, args.layer, args.block, args.images, args.format,
+                       progress=not args.json)
+    if args.json:
+        print(json.dumps(m, sort_keys=True))
+    else:
+        files = sum(len(t["files"]) for op in m["ops"] for t in op["tensors"])
+        print(f"{args.out}: {len(m['ops'])} ops of block {m['block']}, {files} files on {m['images']} image(s) "
+              f"({m['image_source']}); manifest {Path(args.out) / 'manifest.json'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vitsim.demo import run_demo
 
@@ -456,6 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("vectors", help="golden vectors of a block's ops (inputs, constants, outputs) for any testbench",
+                       formatter_class=fmt)
+    p.add_argument("program")
+    p.add_argument("--layer", default="all",
+                   help="one op of the block by name (attn.qkv, qkv, norm1, matmul_qk, ...) or all")
+    p.add_argument("--block", type=int, default=0, help="transformer block index")
+    p.add_argument("--images", type=_positive, default=1, help="test images (the program's dataset, first N)")
+    p.add_argument("--out", required=True, help="output folder (manifest.json and one folder per op)")
+    p.add_argument("--format", choices=["hex", "npy", "both"], default="both")
+    p.add_argument("--json", action="store_true", help="print the manifest")
+    p.set_defaults(func=cmd_vectors)
+
     p = sub.add_parser("demo", help="end-to-end flow on the bundled model", formatter_class=fmt)
     p.add_argument("--out-dir", default="out/demo")
     p.add_argument("--limit", type=_positive, default=2000, help="test images per evaluation")
@@ -480,11 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     from rtl.layers import RtlUnsupported
     from rtl.runner import SimulatorMissing
     from quant.search.greedy import SearchError
+    from vitsim.vectors import VectorsError
     from vitsim.verify import VerifyError
 
     user_errors = (ProgramError, CheckpointError, DatasetError, FolderError, QuantError, UnknownModel, ConfigError,
-                   InputMismatch, RtlUnsupported, VerifyError, SimulatorMissing, CostError, SearchError,
-                   FileNotFoundError)
+                   InputMismatch, RtlUnsupported, VerifyError, VectorsError, SimulatorMissing, CostError,
+                   SearchError, FileNotFoundError)
 
     try:
         return args.func(args)
