@@ -77,3 +77,16 @@ task finish_report;
         $finish;
     end
 endtask
+
+// 2^15 * e^(d / 2^f) for d <= 0 (docs/vectors.md, "softmax": I-ViT's shift exponential)
+function signed [63:0] exp_fixed(input signed [63:0] d, input integer f);
+    reg signed [63:0] t, u, q, r, frac;
+    begin
+        t = d + fdiv(d, 2) - fdiv(d, 16);
+        u = -t;
+        q = fdiv(u, 64'sd1 <<< f);
+        r = u - q * (64'sd1 <<< f);
+        frac = fdiv(r <<< 15, 64'sd1 <<< (f + 1));
+        exp_fixed = (q > 15) ? 0 : (((64'sd1 <<< 15) - frac) >>> q);
+    end
+endfunction

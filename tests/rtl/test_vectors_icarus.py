@@ -1,7 +1,8 @@
 """Golden vectors taken into a plain Verilog testbench (tests/hdl/tb_*.v, Icarus, no cocotb, no Python model): each
 testbench was written from docs/vectors.md alone and gets its parameters and files from manifest.json alone. Every
-Linear, MatMul, Requant, Add and LayerNorm of deit_fmnist's block 0 (P2-ViT W4A4, on a Fashion-MNIST test image)
-must pass, and a word changed in an expected output must be reported at its index."""
+op of deit_fmnist's block 0 (P2-ViT W4A4, on a Fashion-MNIST test image) but data movement must pass: Linear,
+MatMul (log2 softmax codes included), Requant, Add, LayerNorm, Softmax, GELU; and a word changed in an expected
+output must be reported at its index."""
 from __future__ import annotations
 
 import math
@@ -64,6 +65,16 @@ def _params(op: dict) -> tuple[str, dict[str, int]] | None:
             "ROWS": math.prod(x["array_shape"][:-1]), "C": x["shape"][-1], "X_BITS": x["bits"],
             "G_BITS": t["gamma"]["bits"], "BETA_BITS": t["beta"]["bits"], "S_BITS": t["shift"]["bits"],
             "O_BITS": y["bits"], "QMIN": y["qmin"], "QMAX": y["qmax"]}
+    if kind == "Softmax" and not attrs.get("eta") and not attrs.get("twin_m"):
+        x, y = t["in0"], t["out0"]
+        return "tb_softmax", {
+            "ROWS": math.prod(x["array_shape"][:-1]), "N": x["shape"][-1], "X_BITS": x["bits"],
+            "FRAC": attrs["frac_bits"], "O_BITS": y["bits"],
+            "MODE": 0 if not attrs.get("log2") else (2 if attrs.get("sqrt2") else 1)}
+    if kind == "GELU":
+        x, y = t["in0"], t["out0"]
+        return "tb_gelu", {"TOTAL": math.prod(x["array_shape"]), "X_BITS": x["bits"], "FRAC": attrs["frac_bits"],
+                           "SIG": attrs.get("sig_bits", 8), "O_BITS": y["bits"]}
     return None
 
 
@@ -97,8 +108,8 @@ def test_plain_icarus_testbenches_pass_on_the_block0_vectors(block0, tmp_path):
         out = _run(*plan, op, root, tmp_path)
         assert "RESULT PASS" in out, (op["name"], out)
         checked[op["kind"]] = checked.get(op["kind"], 0) + 1
-    # every GEMM, requantization, residual add and LayerNorm of the block
-    assert checked == {"LayerNorm": 2, "Linear": 4, "MatMul": 2, "Requant": 7, "Add": 2}, checked
+    # every op of the block but data movement (reshape, permute, slice)
+    assert checked == {"LayerNorm": 2, "Linear": 4, "MatMul": 2, "Requant": 7, "Add": 2, "Softmax": 1, "GELU": 1}, checked
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus is installed by make setup")
