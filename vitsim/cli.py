@@ -192,7 +192,7 @@ def _explore_lines(r: dict[str, Any]) -> list[str]:
             line += (f"; Greedy MP {e['greedy_hypervolume']:.4g} ({e['greedy_evaluations']} evaluations); from "
                      f"{e['shared_range_uj'][0]:.4g} uJ up NSGA-II {e['shared_hypervolume']:.4g} vs greedy "
                      f"{e['greedy_shared_hypervolume']:.4g}, {100 * e['greedy_points_covered']:.0f} % of greedy's front "
-                     f"matched or beaten; better: {e['better']}")
+                     f"matched or beaten; better: {e['better']} (a match within {e['hypervolume_resolution']:.3g})")
         lines.append(line)
     for f in r["failures"]:
         lines.append(f"FAILED {f['config']}: {f['error'].splitlines()[0]}")

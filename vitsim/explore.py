@@ -33,7 +33,7 @@ from quant.search.budget import METRICS, Budget
 from quant.search.coarse_to_fine import coarse_to_fine
 from quant.search.fitness import HeldOutFitness, Score, integer_logits, score_config
 from quant.search.greedy import greedy_search, trajectory
-from quant.search.nsga import covered, front_2d, hypervolume_2d, nsga_search
+from quant.search.nsga import compare_fronts, front_2d, hypervolume_2d, nsga_search
 from quant.search.sensitivity import Sensitivity
 from quant.search.space import BIT_CHOICES, Config, SearchSpace, key, to_map
 from vitsim.engine import Engine
@@ -319,7 +319,8 @@ FRONT_POINTS = 6  # NSGA-II front configurations per hardware measured on the te
 def _nsga(fitness: HeldOutFitness, base: Program, hardware: list[HardwareConfig], trials: int, population: int,
           seed: int, study: str, out: Path, searches: list[dict[str, Any]], say) -> dict[str, Any]:
     """The NSGA-II study, its front per hardware, and its comparison with the greedy searches' fronts (hypervolume of
-    held-out top-1 vs energy, reference: top-1 0 at the 8-bit model's energy; and how many greedy points it covers)."""
+    held-out top-1 vs energy, reference: top-1 0 at the 8-bit model's energy; and how many greedy points it covers).
+    The comparison is quant.search.nsga.compare_fronts."""
     t0 = time.perf_counter()
     space = fitness.space
     pricing = {hw.name: _pricing(space, base, hw) for hw in hardware}
@@ -338,19 +339,11 @@ def _nsga(fitness: HeldOutFitness, base: Program, hardware: list[HardwareConfig]
         greedy = next((s for s in searches if s["hw"] == hw.name and s.get("path")), None)
         if greedy is not None:
             g_front = front_2d([(q["held_out_top1"], q["energy_uj"]) for q in greedy["path"]])
-            # on the energies both fronts reach (from greedy's cheapest point up), so that a front is not called
-            # better for reaching configurations the other search was not asked for
-            low = min(e for _, e in g_front)
-            clipped = [(t, max(e, low)) for t, e in front]
             entry.update(greedy_path=[{"held_out_top1": q["held_out_top1"], "energy_uj": q["energy_uj"]}
                                       for q in greedy["path"]],
                          greedy_front=[{"held_out_top1": t, "energy_uj": e} for t, e in g_front],
                          greedy_hypervolume=hypervolume_2d(g_front, *ref), greedy_evaluations=greedy["fitness_evaluations"],
-                         greedy_points_covered=covered(g_front, front),
-                         shared_range_uj=[low, ref[1]],
-                         shared_hypervolume=hypervolume_2d(clipped, *ref),
-                         greedy_shared_hypervolume=hypervolume_2d(g_front, *ref))
-            entry["better"] = "NSGA-II" if entry["shared_hypervolume"] > entry["greedy_shared_hypervolume"] else "greedy"
+                         **compare_fronts(front, g_front, ref, len(fitness.labels)))
         per_hw.append(entry)
         on_front = [p for t, e, p in priced if (t, e) in set(front)]
         picks = sorted({round(i * (len(on_front) - 1) / (FRONT_POINTS - 1)) for i in range(FRONT_POINTS)}) if on_front else []

@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hwsim.cost.pricing import ENERGY_PARTS  # noqa: E402
@@ -106,6 +107,8 @@ def _fronts_plot(nsga: dict[str, Any], path: Path) -> None:
             ax.step([q["energy_uj"] for q in g], [100 * q["held_out_top1"] for q in g], where="post", color="C3",
                     marker="*", ms=7, label=f"Greedy MP front ({entry['greedy_evaluations']} evaluations)")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())   # 30, 40, 50 rather than 4 x 10^1
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
         ax.set_xlabel(f"energy per inference on {entry['hw']} (uJ)")
         ax.set_ylabel("held-out integer top-1 (%)")
         ax.legend(fontsize=7)
@@ -149,7 +152,8 @@ def write_report(points: list[dict[str, Any]], searches: list[dict[str, Any]], s
             + (f", Greedy MP {e['greedy_hypervolume']:.4g} ({e['greedy_evaluations']} evaluations); on the energies both "
                f"reach ({e['shared_range_uj'][0]:.4g} uJ and up) NSGA-II {e['shared_hypervolume']:.4g}, greedy "
                f"{e['greedy_shared_hypervolume']:.4g}; NSGA-II matches or beats {100 * e['greedy_points_covered']:.0f} % "
-               f"of the greedy front; better front: <b>{e['better']}</b>"
+               f"of the greedy front; better front: <b>{e['better']}</b> (hypervolumes within "
+               f"{e['hypervolume_resolution']:.3g}, one held-out image's top-1 over the shared range, are a match)"
                if "greedy_front" in e else "") + "</li>" for e in nsga["per_hw"]) + "</ul>"
     failed = "".join(f"<li><b>{html.escape(f['config'])}</b> ({html.escape(f['task'])}):<pre>{html.escape(f['error'])}</pre></li>"
                      for f in failures or [])

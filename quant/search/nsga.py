@@ -115,3 +115,21 @@ def covered(front: list[tuple[float, float]], by: list[tuple[float, float]]) -> 
     if not front:
         return 1.0
     return sum(any(t >= top1 and c <= cost for t, c in by) for top1, cost in front) / len(front)
+
+
+def compare_fronts(front: list[tuple[float, float]], other: list[tuple[float, float]], ref: tuple[float, float],
+                   images: int) -> dict[str, object]:
+    """``front`` (NSGA-II's) against ``other`` (a single-budget search's path, e.g. Greedy MP's), both (top-1, cost)
+    fronts, on the costs both reach: from ``other``'s cheapest point up to the reference cost, so that a front is not
+    called better for reaching configurations the other search was not asked for (``front``'s cheaper points count
+    as if they cost that much). ``better`` is the front with the larger hypervolume there, or "match" when the two
+    differ by no more than one of the ``images`` held-out images' top-1 over that range: the fitness cannot tell
+    them apart. Also: the share of ``other``'s points that ``front`` matches or beats."""
+    low = min(c for _, c in other)
+    shared = hypervolume_2d([(t, max(c, low)) for t, c in front], *ref)
+    other_hv = hypervolume_2d(other, *ref)
+    resolution = (ref[1] - low) / images
+    gap = shared - other_hv
+    return {"shared_range_uj": [low, ref[1]], "shared_hypervolume": shared, "greedy_shared_hypervolume": other_hv,
+            "hypervolume_resolution": resolution, "greedy_points_covered": covered(other, front),
+            "better": "match" if abs(gap) <= resolution else ("NSGA-II" if gap > 0 else "greedy")}

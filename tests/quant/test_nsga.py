@@ -10,7 +10,7 @@ import pytest
 
 from hwsim.arch import load_hardware
 from quant.search.budget import Budget
-from quant.search.nsga import covered, front_2d, hypervolume_2d, nsga_search
+from quant.search.nsga import compare_fronts, covered, front_2d, hypervolume_2d, nsga_search
 from tests.quant.test_search import batched_fitness, chain_program
 
 
@@ -77,3 +77,19 @@ def test_front_and_hypervolume_by_hand():
     assert hypervolume_2d(points, 0.0, 20.0) == pytest.approx(5 * 0.8 + 10 * 0.9)
     assert hypervolume_2d(points, 0.85, 20.0) == pytest.approx(10 * 0.05)   # only (0.9, 10) is above the reference
     assert covered([(0.8, 5.0), (0.95, 30.0)], points) == 0.5
+
+
+def test_fronts_compared_on_the_shared_range_with_a_one_image_tolerance():
+    """By hand, reference (0, 10), 100 held-out images (resolution: (10 - 4) / 100 = 0.06 on the range from the
+    greedy front's cheapest point, 4, up). NSGA-II's point below that range is clipped to it, not credited."""
+    greedy = [(0.9, 4.0), (0.95, 8.0)]                       # HV: 0.9 * 4 + 0.95 * 2 = 5.5
+    cheap_but_equal = [(0.5, 1.0), (0.9, 4.0), (0.95, 8.0)]  # the 0.5 point is beaten at the clip: still 5.5
+    r = compare_fronts(cheap_but_equal, greedy, (0.0, 10.0), 100)
+    assert r["better"] == "match" and math.isclose(r["shared_hypervolume"], 5.5) and r["greedy_points_covered"] == 1.0
+    slightly = [(0.9, 4.0), (0.96, 8.0)]                     # +0.02: within one image's worth
+    assert compare_fronts(slightly, greedy, (0.0, 10.0), 100)["better"] == "match"
+    better = [(0.92, 4.0), (0.96, 8.0)]                      # +0.08 + 0.02 = +0.10 > 0.06
+    assert compare_fronts(better, greedy, (0.0, 10.0), 100)["better"] == "NSGA-II"
+    worse = [(0.88, 4.0), (0.95, 8.0)]                       # -0.08
+    r = compare_fronts(worse, greedy, (0.0, 10.0), 100)
+    assert r["better"] == "greedy" and r["greedy_points_covered"] == 0.5
