@@ -11,13 +11,29 @@ import sys
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from rtl.layers import GemmJob
 
 SRC = Path(__file__).parent / "src"
+
+
+@dataclass(frozen=True)
+class UserDut:
+    """A GEMM engine of the user's own in place of rtl/src's: its Verilog files, its top module and parameters
+    beyond R, C and ADDR_W. It must keep gemm_engine's port protocol (docs/rtl_protocol.md)."""
+
+    sources: tuple[Path, ...]
+    top: str
+    params: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [str(s) for s in self.sources if not Path(s).is_file()]
+        if missing:
+            raise FileNotFoundError(f"RTL source(s) not found: {', '.join(missing)}")
 SIMULATORS = ("icarus", "verilator")
 DEFAULT_BUILD_ROOT = Path(os.environ.get("VITSIM_SIM_BUILD", Path.cwd() / "sim_build"))
 GEMM_SOURCES = ("mac_pe.v", "systolic_array.v", "shift_requant.v", "gemm_engine.v")
@@ -93,14 +109,16 @@ def addr_bits(jobs: list[GemmJob]) -> int:
     return next(b for b in (12, 14, 18, 20) if b >= bits)
 
 
-def _build(sim: str, toplevel: str, sources: tuple[str, ...], parameters: dict[str, int], build_root: Path,
+def _build(sim: str, toplevel: str, sources: Sequence[str | Path], parameters: dict[str, int], build_root: Path,
            waves: bool) -> tuple[Any, Path]:
+    """``sources``: names in rtl/src, or paths (a user's design)."""
     from cocotb_tools.runner import get_runner
 
     check_simulator(sim)
+    paths = [Path(s) if Path(s).is_absolute() else SRC / s for s in sources]
     tag = "_".join(f"{k}{v}" for k, v in sorted(parameters.items()))
     # The folder name carries a hash of the sources, so an edited module never reuses a stale build.
-    digest = hashlib.sha256(b"".join((SRC / s).read_bytes() for s in sources)).hexdigest()[:10]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()[:10]
     build_dir = build_root / f"{toplevel}_{sim}_{tag}_{digest}{'_waves' if waves else ''}"
     runner = get_runner(sim)
     args = ["-O3", "--x-assign", "fast", "--x-initial", "fast"] if sim == "verilator" else []
@@ -111,7 +129,7 @@ def _build(sim: str, toplevel: str, sources: tuple[str, ...], parameters: dict[s
         os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2"
     try:
         with _logs_to_stderr():
-            runner.build(sources=[SRC / s for s in sources], hdl_toplevel=toplevel, parameters=parameters,
+            runner.build(sources=paths, hdl_toplevel=toplevel, parameters=parameters,
                          build_dir=build_dir, build_args=args, waves=waves, always=False, timescale=("1ns", "1ps"))
     finally:
         if saved is None:
@@ -121,24 +139,34 @@ def _build(sim: str, toplevel: str, sources: tuple[str, ...], parameters: dict[s
     return runner, build_dir
 
 
+def _gemm_design(rows: int, cols: int, addr_w: int, dut: UserDut | None
+                 ) -> tuple[str, Sequence[str | Path], dict[str, int]]:
+    """(top module, sources, parameters) of the GEMM engine under test: rtl/src's, or the user's."""
+    params = {"R": rows, "C": cols, "ADDR_W": addr_w}
+    if dut is None:
+        return "gemm_engine", GEMM_SOURCES, params
+    return dut.top, tuple(Path(s).resolve() for s in dut.sources), {**params, **dut.params}
+
+
 def prebuild_gemm(sim: str, rows: int, cols: int, addr_w: int, waves: bool = False,
-                  build_root: Path | None = None) -> None:
-    """Build gemm_engine for these parameters now (before parallel runs share the build)."""
-    _build(sim, "gemm_engine", GEMM_SOURCES, {"R": rows, "C": cols, "ADDR_W": addr_w},
-           Path(build_root or DEFAULT_BUILD_ROOT), waves)
+                  build_root: Path | None = None, dut: UserDut | None = None) -> None:
+    """Build the GEMM engine for these parameters now (before parallel runs share the build)."""
+    top, srcs, params = _gemm_design(rows, cols, addr_w, dut)
+    _build(sim, top, srcs, params, Path(build_root or DEFAULT_BUILD_ROOT), waves)
 
 
 def run_gemm_jobs(jobs: list[GemmJob], sim: str = "verilator", rows: int = 8, cols: int = 8,
                   build_root: Path | None = None, waves: bool = False, seed: int = 1,
-                  addr_w: int | None = None) -> list[dict[str, Any]]:
-    """Run GEMM jobs on gemm_engine (rows x cols) in ``sim``; returns per-job bit_exact, rtl/model cycles, wall_s.
-    ``addr_w``: the buffers' address width (default: what ``jobs`` need; give a common one to share a build)."""
+                  addr_w: int | None = None, dut: UserDut | None = None) -> list[dict[str, Any]]:
+    """Run GEMM jobs on gemm_engine (rows x cols), or on the user's ``dut``, in ``sim``; returns per-job bit_exact,
+    rtl/model cycles, wall_s. ``addr_w``: the buffers' address width (default: what ``jobs`` need; give a common
+    one to share a build)."""
     if not jobs:
         raise ValueError("no GEMM jobs to run")
     build_root = Path(build_root or DEFAULT_BUILD_ROOT)
-    params = {"R": rows, "C": cols, "ADDR_W": addr_w or addr_bits(jobs)}
+    top, srcs, params = _gemm_design(rows, cols, addr_w or addr_bits(jobs), dut)
     start = time.perf_counter()
-    runner, build_dir = _build(sim, "gemm_engine", GEMM_SOURCES, params, build_root, waves)
+    runner, build_dir = _build(sim, top, srcs, params, build_root, waves)
     build_s = time.perf_counter() - start
     run_dir = build_dir / f"run_{os.getpid()}_{time.time_ns()}"
     run_dir.mkdir(parents=True)
@@ -150,7 +178,7 @@ def run_gemm_jobs(jobs: list[GemmJob], sim: str = "verilator", rows: int = 8, co
                                  "twin_m": job.twin_m, "twin_signed": job.twin_signed, "a_bits": job.a_bits})
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     try:
-        _run_test(runner, run_dir / "results.json", test_module="rtl.tb_gemm", hdl_toplevel="gemm_engine",
+        _run_test(runner, run_dir / "results.json", test_module="rtl.tb_gemm", hdl_toplevel=top,
                   build_dir=build_dir, test_dir=run_dir, extra_env={"VITSIM_RTL_MANIFEST": str(run_dir / "manifest.json")},
                   seed=seed, waves=waves)
     finally:

@@ -261,11 +261,28 @@ def _array(text: str) -> tuple[int, int]:
     return rows, cols
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from vitsim.verify import verify
+def _param(text: str) -> tuple[str, int]:
+    name, _, value = text.partition("=")
+    try:
+        number = int(value, 0)
+    except ValueError:
+        number = None
+    if not name or number is None:
+        raise argparse.ArgumentTypeError(f"a parameter looks like NAME=INTEGER, got {text!r}")
+    return name, number
 
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rtl.runner import UserDut
+    from vitsim.verify import VerifyError, verify
+
+    dut = None
+    if args.rtl:
+        if not args.top:
+            raise VerifyError("--rtl needs --top: the top module of your GEMM engine")
+        dut = UserDut(tuple(Path(f) for f in args.rtl), args.top, dict(args.param))
     r = verify(args.program, args.layer, args.block, args.sim, *args.array, waves=args.waves, workers=args.workers,
-               scheduler=args.scheduler)
+               scheduler=args.scheduler, dut=dut, reference_schedule=not args.own_schedule)
     if args.json:
         print(json.dumps(r, sort_keys=True))
     else:
@@ -276,7 +293,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  {x['layer']:<32} {status:<10} cycles rtl {x['rtl_cycles']:>8} model {x['model_cycles']:>8}  "
                   f"{energy}  {x['wall_s']:6.2f} s")
         print(f"  {r['total_cycles']} cycles simulated at {r['simulated_cycles_per_s']} cycles/s")
-    if not (r["all_bit_exact"] and r["cycles_equal"]):
+    if not (r["all_bit_exact"] and r["cycles_equal"] is not False):
         for x in r["layers"]:
             if not x["bit_exact"]:
                 print(f"vitsim verify: {x['layer']} differs from hwsim; first mismatch {x['first_mismatch']}", file=sys.stderr)
@@ -467,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run each GEMM job and unit as a task on this many local Dask worker processes (default 0: "
                         "every GEMM in one simulation in this process)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run the tasks on a running Dask cluster")
+    p.add_argument("--rtl", nargs="+", metavar="FILE", help="your own GEMM engine's Verilog in place of rtl/src's "
+                   "(it keeps gemm_engine's port protocol: docs/rtl_protocol.md); GEMM layers only")
+    p.add_argument("--top", help="the top module of --rtl")
+    p.add_argument("--param", action="append", default=[], type=_param, metavar="NAME=VALUE",
+                   help="a parameter of --top beyond R, C and ADDR_W (repeatable)")
+    p.add_argument("--own-schedule", action="store_true",
+                   help="--rtl keeps its own schedule: report its cycles, do not compare them with the model's")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 

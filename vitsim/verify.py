@@ -17,8 +17,8 @@ from hwsim.executor import quantize_input, run
 from hwsim.ir import load
 from rtl.layers import (GEMM_KINDS, GemmJob, block_jobs, block_prefixes, bridge_prefix, conv_jobs, gelu_job,
                         layernorm_job, softmax_job)
-from rtl.runner import (addr_bits, prebuild_gemm, prebuild_unit, run_gelu_job, run_gemm_jobs, run_layernorm_job,
-                        run_softmax_job)
+from rtl.runner import (UserDut, addr_bits, prebuild_gemm, prebuild_unit, run_gelu_job, run_gemm_jobs,
+                        run_layernorm_job, run_softmax_job)
 
 UNIT_KINDS = ("softmax", "norm1", "norm2", "gelu")
 CONVS = "convs"   # a hybrid's bridge block: every convolution around the transformer block, as GEMMs
@@ -58,10 +58,11 @@ def _unit_run(kind: str, job, sim: str) -> dict[str, Any]:
     return run_layernorm_job(job, sim)
 
 
-def gemm_task(jobs: list[GemmJob], sim: str, rows: int, cols: int, addr_w: int, waves: bool) -> list[dict[str, Any]]:
+def gemm_task(jobs: list[GemmJob], sim: str, rows: int, cols: int, addr_w: int, waves: bool,
+              dut: UserDut | None = None) -> list[dict[str, Any]]:
     """GEMM jobs in one simulation (a task of vitsim.engine; the build is made before the tasks start)."""
     return [_gemm_layer(job, r, rows, cols)
-            for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves, addr_w=addr_w))]
+            for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves, addr_w=addr_w, dut=dut))]
 
 
 def balanced_chunks(jobs: list[GemmJob], n: int) -> list[list[int]]:
@@ -123,14 +124,18 @@ def _jobs(program, kinds: tuple[str, ...], layer: str, block: int, prefixes: lis
 
 
 def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator", rows: int = 8, cols: int = 8,
-           waves: bool = False, workers: int | None = 0, scheduler: str | None = None) -> dict[str, Any]:
+           waves: bool = False, workers: int | None = 0, scheduler: str | None = None, dut: UserDut | None = None,
+           reference_schedule: bool = True) -> dict[str, Any]:
     """``workers`` 0 (default): every GEMM job in one simulation, then each unit, in this process. Otherwise each GEMM
     job and each unit is a task on ``Engine(workers, scheduler)`` (vitsim.engine), the simulator builds made once
-    first; the per-layer results are the same, in the same order."""
+    first; the per-layer results are the same, in the same order. ``dut``: the user's GEMM engine in place of
+    rtl/src's (GEMM layers only); its cycles are compared with the model's only with ``reference_schedule``."""
     program = load(path)
-    kinds = LAYERS if layer == "all" else (layer,)
     if layer != "all" and layer not in LAYERS:
         raise VerifyError(f"unknown layer {layer!r}; choose one of {LAYERS} or 'all'")
+    if dut is not None and layer in UNIT_KINDS:
+        raise VerifyError(f"--rtl checks a GEMM engine; {layer!r} is a nonlinear unit (rtl/src's units only)")
+    kinds = (layer,) if layer != "all" else (GEMM_KINDS + (CONVS,) if dut is not None else LAYERS)
     prefixes = block_prefixes(program)
     if not 0 <= block < len(prefixes):
         raise VerifyError(f"block {block} out of range: the program has {len(prefixes)} blocks")
@@ -140,7 +145,7 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
         jobs, units, bridge = _jobs(program, kinds, layer, block, prefixes)
         unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
         layers = [_gemm_layer(job, r, rows, cols)
-                  for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves))] if jobs else []
+                  for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves, dut=dut))] if jobs else []
         unit_results = [unit_task(kind, job, sim) for kind, job in units]
     else:
         from vitsim.engine import Engine
@@ -155,12 +160,12 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
             unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
             addr_w = addr_bits(jobs) if jobs else 0
             if jobs:   # build once here: workers then only run (two workers building one folder would race)
-                prebuild_gemm(sim, rows, cols, addr_w, waves)
+                prebuild_gemm(sim, rows, cols, addr_w, waves, dut=dut)
             for kind, job in units:
                 prebuild_unit(kind, job, sim)
             started.result()
             groups = balanced_chunks(jobs, engine.worker_count()) if jobs else []
-            tasks = [(f"gemm/{g[0]}", ([jobs[i] for i in g], sim, rows, cols, addr_w, waves)) for g in groups]
+            tasks = [(f"gemm/{g[0]}", ([jobs[i] for i in g], sim, rows, cols, addr_w, waves, dut)) for g in groups]
             # the units after the GEMM groups, longest first (the model's cycles), so the last to finish is short
             by_length = sorted(range(len(units)), key=lambda i: -unit_costs[units[i][1].name].cycles)
             tasks += [(f"unit/{units[i][0]}", (*units[i], sim)) for i in by_length]
@@ -186,6 +191,8 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
     sim_s = sum(x["wall_s"] for x in layers)
     return {"program": str(path), "sim": sim, "array": f"{rows}x{cols}", "block": block, "bridge": bridge,
             "layers": layers, "engine": engine.describe() if engine else "in this process",
+            "dut": f"{dut.top} ({', '.join(str(s) for s in dut.sources)})" if dut else "gemm_engine (rtl/src)",
             "all_bit_exact": all(x["bit_exact"] for x in layers),
-            "cycles_equal": all(x["rtl_cycles"] == x["model_cycles"] for x in layers),
+            # a user's design with its own schedule: cycles reported, not compared
+            "cycles_equal": all(x["rtl_cycles"] == x["model_cycles"] for x in layers) if reference_schedule else None,
             "total_cycles": cycles, "simulated_cycles_per_s": round(cycles / max(sim_s, 1e-9)), "wall_s": round(wall, 2)}

@@ -186,3 +186,46 @@ def test_verify_on_two_dask_workers_gives_the_serial_results(sim, layer, w4a4_pr
     layers = {w: [{k: v for k, v in x.items() if k != "wall_s"} for x in r["layers"]] for w, r in runs.items()}
     assert layers["2"] == layers["0"] and len(layers["0"]) >= (13 if layer == "all" else 4)
     assert runs["2"]["all_bit_exact"] and runs["2"]["cycles_equal"]
+
+
+def _user_engine(tmp_path: Path, name: str, bug: bool) -> list[Path]:
+    """rtl/src's GEMM engine copied out of the repository under another top-module name, optionally with a seeded
+    bug: column 5 of the first column tile written one higher than computed."""
+    from rtl.runner import GEMM_SOURCES, SRC
+
+    folder = tmp_path / name
+    folder.mkdir()
+    files = []
+    for src in GEMM_SOURCES:
+        text = (SRC / src).read_text().replace("module gemm_engine", f"module {name}")
+        if bug and src == "gemm_engine.v":
+            line = "out_mem[m_row * n_total + {16'd0, tn0} + c] <= y_col[c*OUT_W +: OUT_W];"
+            assert line in text
+            text = text.replace(line, "out_mem[m_row * n_total + {16'd0, tn0} + c] <= y_col[c*OUT_W +: OUT_W] + "
+                                      "{{(OUT_W - 1){1'b0}}, tn0 == 16'd0 && c == 5};")
+        files.append(folder / src)
+        files[-1].write_text(text)
+    return files
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_verify_runs_a_users_engine_and_catches_a_seeded_bug_at_its_index(sim, w4a4_program, tmp_path):
+    """`verify --rtl FILES --top NAME`: a design outside rtl/src with the engine's port protocol passes bit-exact with
+    the model's cycles; its copy with a seeded bug fails at the first wrong element, (0, 5) of the first GEMM, with
+    the RTL's value one above hwsim's."""
+    good = _user_engine(tmp_path, "user_gemm", bug=False)
+    res = run_cli("verify", str(w4a4_program), "--layer", "qkv", "--sim", sim, "--rtl", *map(str, good), "--top",
+                  "user_gemm", "--json")
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert r["all_bit_exact"] and r["cycles_equal"] and r["dut"].startswith("user_gemm (")
+    bad = _user_engine(tmp_path, "buggy_gemm", bug=True)
+    res = run_cli("verify", str(w4a4_program), "--layer", "qkv", "--sim", sim, "--rtl", *map(str, bad), "--top",
+                  "buggy_gemm", "--json")
+    assert res.returncode == 1
+    first = json.loads(res.stdout)["layers"][0]["first_mismatch"]
+    assert first["index"] == [0, 5] and first["rtl_out"] == first["hwsim_out"] + 1, first
+    assert first["rtl_acc"] == first["hwsim_acc"]   # the accumulator was right: the bug is in the write-back
+    res = run_cli("verify", str(w4a4_program), "--layer", "softmax", "--rtl", *map(str, good), "--top", "user_gemm")
+    assert res.returncode == 2 and "nonlinear unit" in res.stderr
