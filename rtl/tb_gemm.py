@@ -99,8 +99,13 @@ async def gemm_jobs_match_hwsim(dut) -> None:
         first = None
         if len(bad):
             i, j = (int(v) for v in bad[0])
-            first = {"index": [i, j], "rtl_out": int(out[i, j]), "hwsim_out": int(data["out"][i, j]),
-                     "rtl_acc": int(acc[i, j]), "hwsim_acc": int(data["acc"][i, j])}
+            tile_cols = (n + cols - 1) // cols
+            first = {"index": [i, j], "tile": [i // rows, j // cols], "tile_number": (i // rows) * tile_cols + j // cols,
+                     "rtl_out": int(out[i, j]), "hwsim_out": int(data["out"][i, j]),
+                     "rtl_acc": int(acc[i, j]), "hwsim_acc": int(data["acc"][i, j]),
+                     # what fed it: row i of A, row j of B (column j of the output), the bias and shift of column j
+                     "a_row": data["a"][i].tolist(), "b_row": data["b"][j].tolist(), "ptf": data["ptf"].tolist(),
+                     "bias": int(data["bias"][j]), "shift": int(data["shift"][j])}
         results.append({"name": job["name"], "bit_exact": first is None, "mismatches": int(len(bad)), "first_mismatch": first,
                         "rtl_cycles": int(sum(tile_cycles)), "model_cycles": model * len(tile_cycles),
                         "tiles": len(tile_cycles), "cycles_equal_per_tile": len(tile_cycles) == n_tiles and all(c == model for c in tile_cycles),

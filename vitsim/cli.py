@@ -261,6 +261,16 @@ def _array(text: str) -> tuple[int, int]:
     return rows, cols
 
 
+def _mismatch_text(first: dict | None) -> str:
+    """The first mismatch in a line: where, the RTL's and hwsim's values (the operands that fed it are in --json)."""
+    if not first or "index" not in first or "tile" not in first:
+        return f"first mismatch {first}"
+    i, j = first["index"]
+    return (f"first mismatch at output ({i}, {j}), tile {tuple(first['tile'])}: RTL out {first['rtl_out']} acc "
+            f"{first['rtl_acc']}, hwsim out {first['hwsim_out']} acc {first['hwsim_acc']} (bias {first['bias']}, "
+            f"shift {first['shift']}; its A row and B row: --json)")
+
+
 def _param(text: str) -> tuple[str, int]:
     name, _, value = text.partition("=")
     try:
@@ -288,7 +298,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(f"{r['program']}: block {r['block']} on a {r['array']} array ({r['sim']})")
         for x in r["layers"]:
-            status = "bit-exact" if x["bit_exact"] else f"MISMATCH first at {x['first_mismatch']}"
+            status = "bit-exact" if x["bit_exact"] else "MISMATCH"
             energy = "       n/a" if x["energy_pj"] is None else f"{x['energy_pj'] / 1e3:7.1f} nJ"
             print(f"  {x['layer']:<32} {status:<10} cycles rtl {x['rtl_cycles']:>8} model {x['model_cycles']:>8}  "
                   f"{energy}  {x['wall_s']:6.2f} s")
@@ -296,7 +306,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not (r["all_bit_exact"] and r["cycles_equal"] is not False):
         for x in r["layers"]:
             if not x["bit_exact"]:
-                print(f"vitsim verify: {x['layer']} differs from hwsim; first mismatch {x['first_mismatch']}", file=sys.stderr)
+                print(f"vitsim verify: {x['layer']} differs from hwsim; {_mismatch_text(x['first_mismatch'])}",
+                      file=sys.stderr)
         return 1
     return 0
 

@@ -227,5 +227,9 @@ def test_verify_runs_a_users_engine_and_catches_a_seeded_bug_at_its_index(sim, w
     first = json.loads(res.stdout)["layers"][0]["first_mismatch"]
     assert first["index"] == [0, 5] and first["rtl_out"] == first["hwsim_out"] + 1, first
     assert first["rtl_acc"] == first["hwsim_acc"]   # the accumulator was right: the bug is in the write-back
+    assert first["tile"] == [0, 0] and len(first["a_row"]) == len(first["b_row"]) == 64   # what fed it: K = 64
+    res = run_cli("verify", str(w4a4_program), "--layer", "qkv", "--sim", sim, "--rtl", *map(str, bad), "--top",
+                  "buggy_gemm")
+    assert res.returncode == 1 and "first mismatch at output (0, 5), tile (0, 0)" in res.stderr, res.stderr
     res = run_cli("verify", str(w4a4_program), "--layer", "softmax", "--rtl", *map(str, good), "--top", "user_gemm")
     assert res.returncode == 2 and "nonlinear unit" in res.stderr
