@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -233,3 +234,22 @@ def test_verify_runs_a_users_engine_and_catches_a_seeded_bug_at_its_index(sim, w
     assert res.returncode == 1 and "first mismatch at output (0, 5), tile (0, 0)" in res.stderr, res.stderr
     res = run_cli("verify", str(w4a4_program), "--layer", "softmax", "--rtl", *map(str, good), "--top", "user_gemm")
     assert res.returncode == 2 and "nonlinear unit" in res.stderr
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_verify_passes_a_weight_stationary_engine_on_its_own_schedule(sim, w4a4_program):
+    """tests/hdl/ws_gemm.v, a weight-stationary organisation written for the tests, behind the engine's port
+    protocol: bit-exact on real layers; with --own-schedule its cycles are reported, not compared; without it, the
+    schedule check fails it (its tiles take ceil(K / R) (R + 1) + R + 1 cycles, not the reference K + 2R + C + 1)."""
+    ws = str(Path(__file__).resolve().parent.parent / "hdl" / "ws_gemm.v")
+    res = run_cli("verify", str(w4a4_program), "--layer", "fc1", "--sim", sim, "--rtl", ws, "--top", "ws_gemm",
+                  "--own-schedule", "--json")
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert r["all_bit_exact"] and r["cycles_equal"] is None
+    (fc1,) = r["layers"]
+    k, rows = fc1["shape_mkn"][1], 8
+    assert fc1["rtl_cycles"] == fc1["tiles"] * (-(-k // rows) * (rows + 1) + rows + 1) != fc1["model_cycles"]
+    res = run_cli("verify", str(w4a4_program), "--layer", "fc1", "--sim", sim, "--rtl", ws, "--top", "ws_gemm", "--json")
+    assert res.returncode == 1 and json.loads(res.stdout)["all_bit_exact"]
