@@ -185,8 +185,12 @@ def run_gemm_jobs(jobs: list[GemmJob], sim: str = "verilator", rows: int = 8, co
         results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else []
         if not waves:
             shutil.rmtree(run_dir, ignore_errors=True)
+    dumps = sorted(p for folder in (run_dir, build_dir) for ext in ("fst", "vcd") for p in folder.glob(f"*.{ext}")) \
+        if waves else []
     for r in results:
         r["build_s"] = round(build_s, 2)
+        if dumps:
+            r["waves"] = str(max(dumps, key=lambda p: p.stat().st_mtime))
     return results
 
 

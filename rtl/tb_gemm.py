@@ -17,6 +17,7 @@ import numpy as np
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
+from cocotb.utils import get_sim_time
 
 from hwsim.cost.cycles import MODE_INT8, MODE_TWIN, gemm_tile_cycles, gemm_tiles
 from rtl.hexfile import read_hex, write_hex
@@ -92,6 +93,7 @@ async def gemm_jobs_match_hwsim(dut) -> None:
         await tb.load(job, data)
         model = gemm_tile_cycles(k, rows, cols, job["mode"])
         n_tiles = len(gemm_tiles(m, n, rows, cols))
+        run_start_ns = get_sim_time("ns")
         await tb.run_layer()
         out, acc, tile_cycles = await tb.read_back(m, n, n_tiles)
         tile_cycles = [int(c) for c in tile_cycles]
@@ -106,6 +108,12 @@ async def gemm_jobs_match_hwsim(dut) -> None:
                      # what fed it: row i of A, row j of B (column j of the output), the bias and shift of column j
                      "a_row": data["a"][i].tolist(), "b_row": data["b"][j].tolist(), "ptf": data["ptf"].tolist(),
                      "bias": int(data["bias"][j]), "shift": int(data["shift"][j])}
+            # the simulated time of the tile that wrote it (tiles run back to back from run_layer; 10 ns clock):
+            # where to look in the waveform (--waves), whatever the design's schedule
+            t = first["tile_number"]
+            if t < len(tile_cycles):
+                begin = max(0, run_start_ns + 10 * (sum(tile_cycles[:t]) - 2))
+                first["waves_window_ns"] = [int(begin), int(begin + 10 * (tile_cycles[t] + 4))]
         results.append({"name": job["name"], "bit_exact": first is None, "mismatches": int(len(bad)), "first_mismatch": first,
                         "rtl_cycles": int(sum(tile_cycles)), "model_cycles": model * len(tile_cycles),
                         "tiles": len(tile_cycles), "cycles_equal_per_tile": len(tile_cycles) == n_tiles and all(c == model for c in tile_cycles),

@@ -234,6 +234,13 @@ def test_verify_runs_a_users_engine_and_catches_a_seeded_bug_at_its_index(sim, w
     assert res.returncode == 1 and "first mismatch at output (0, 5), tile (0, 0)" in res.stderr, res.stderr
     res = run_cli("verify", str(w4a4_program), "--layer", "softmax", "--rtl", *map(str, good), "--top", "user_gemm")
     assert res.returncode == 2 and "nonlinear unit" in res.stderr
+    if sim == "icarus":   # --waves: the waveform file, and the window of the tile that wrote the wrong element
+        res = run_cli("verify", str(w4a4_program), "--layer", "qkv", "--sim", sim, "--rtl", *map(str, bad), "--top",
+                      "buggy_gemm", "--waves", "--json")
+        layer = json.loads(res.stdout)["layers"][0]
+        lo, hi = layer["first_mismatch"]["waves_window_ns"]
+        assert Path(layer["waves"]).stat().st_size > 0 and 0 <= lo < hi and hi - lo >= 10 * layer["model_cycles"] / \
+            layer["tiles"]
 
 
 @pytest.mark.rtl
