@@ -212,27 +212,19 @@ def _user_engine(tmp_path: Path, name: str, bug: bool) -> list[Path]:
 @pytest.mark.rtl
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_verify_runs_a_users_engine_and_catches_a_seeded_bug_at_its_index(sim, w4a4_program, tmp_path):
-    """`verify --rtl FILES --top NAME`: a design outside rtl/src with the engine's port protocol passes bit-exact with
-    the model's cycles; its copy with a seeded bug fails at the first wrong element, (0, 5) of the first GEMM, with
-    the RTL's value one above hwsim's."""
-    good = _user_engine(tmp_path, "user_gemm", bug=False)
-    res = run_cli("verify", str(w4a4_program), "--layer", "qkv", "--sim", sim, "--rtl", *map(str, good), "--top",
-                  "user_gemm", "--json")
-    assert res.returncode == 0, res.stderr
-    r = json.loads(res.stdout)
-    assert r["all_bit_exact"] and r["cycles_equal"] and r["dut"].startswith("user_gemm (")
+    """`verify --rtl FILES --top NAME` on a copy of the engine from outside the repository with a seeded bug: it fails
+    at the first wrong element, (0, 5) of the first GEMM, with the RTL's value one above hwsim's. (A design outside
+    rtl/src passing is the weight-stationary test below; the copy without the bug is the engine itself.)"""
     bad = _user_engine(tmp_path, "buggy_gemm", bug=True)
     res = run_cli("verify", str(w4a4_program), "--layer", "qkv", "--sim", sim, "--rtl", *map(str, bad), "--top",
                   "buggy_gemm", "--json")
-    assert res.returncode == 1
+    assert res.returncode == 1 and json.loads(res.stdout)["dut"].startswith("buggy_gemm (")
     first = json.loads(res.stdout)["layers"][0]["first_mismatch"]
     assert first["index"] == [0, 5] and first["rtl_out"] == first["hwsim_out"] + 1, first
     assert first["rtl_acc"] == first["hwsim_acc"]   # the accumulator was right: the bug is in the write-back
     assert first["tile"] == [0, 0] and len(first["a_row"]) == len(first["b_row"]) == 64   # what fed it: K = 64
-    res = run_cli("verify", str(w4a4_program), "--layer", "qkv", "--sim", sim, "--rtl", *map(str, bad), "--top",
-                  "buggy_gemm")
-    assert res.returncode == 1 and "first mismatch at output (0, 5), tile (0, 0)" in res.stderr, res.stderr
-    res = run_cli("verify", str(w4a4_program), "--layer", "softmax", "--rtl", *map(str, good), "--top", "user_gemm")
+    assert "first mismatch at output (0, 5), tile (0, 0)" in res.stderr, res.stderr
+    res = run_cli("verify", str(w4a4_program), "--layer", "softmax", "--rtl", *map(str, bad), "--top", "buggy_gemm")
     assert res.returncode == 2 and "nonlinear unit" in res.stderr
     if sim == "icarus":   # --waves: the waveform file, and the window of the tile that wrote the wrong element
         res = run_cli("verify", str(w4a4_program), "--layer", "qkv", "--sim", sim, "--rtl", *map(str, bad), "--top",
