@@ -67,6 +67,13 @@ def _one_thread() -> Iterator[None]:
         set_threads(before)
 
 
+def _import_all(modules: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -133,6 +140,14 @@ class Engine:
             return 1
         self._need_client()
         return max(1, sum(self.client.nthreads().values()))
+
+    def preload(self, *modules: str) -> None:
+        """Import ``modules`` on every worker now (a worker's first task would otherwise pay for it); in this
+        process when inline. Called from a thread while this process prepares the tasks, the imports overlap."""
+        if self.inline:
+            return
+        self._need_client()
+        self.client.run(_import_all, modules)
 
     def share(self, value: Any) -> Any:
         """``value`` on every worker, once (a handle to pass in ``shared``); the value itself when inline."""

@@ -152,9 +152,10 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
         from vitsim.engine import Engine
 
         engine = Engine(workers, scheduler, progress=False)
-        # the cluster's processes start while this one traces the program and checks the builds
+        # the cluster's processes start, and import this module (hwsim, numba, the RTL runner), while this one traces
+        # the program and checks the builds
         starting = ThreadPoolExecutor(1, thread_name_prefix="engine-start")
-        started = starting.submit(engine.__enter__)
+        started = starting.submit(lambda: (engine.__enter__(), engine.preload(__name__)))
         starting.shutdown(wait=False)
         try:
             jobs, units, bridge = _jobs(program, kinds, layer, block, prefixes)

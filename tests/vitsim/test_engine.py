@@ -130,3 +130,14 @@ def test_workers_start_light_and_single_threaded():
     with Engine(workers=1, progress=False) as engine:
         state = engine.map(_worker_state, [("s", ())])[0].value
     assert state == {"torch": False, "numba": False, "timm": False, "torch_threads": 1, "numba_threads": 1}
+
+
+def _loaded(name: str) -> bool:
+    import sys
+
+    return name in sys.modules
+
+
+def test_preload_imports_on_every_worker(engine2):
+    engine2.preload("vitsim.vectors")
+    assert engine2.client.run(_loaded, "vitsim.vectors") and all(engine2.client.run(_loaded, "vitsim.vectors").values())
