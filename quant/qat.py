@@ -36,7 +36,7 @@ from models.evaluate import evaluate_arrays
 from models.progress import progress as show
 from models.registry import create_model
 from models.train import augment
-from quant.build import QuantModel, default_map
+from quant.build import default_map
 from quant.calibrate import calibrate
 from quant.graph.capture import capture
 from quant.methods.qvit import (DGD_WEIGHT, AttentionTaps, QViT, dgd_loss, fold_rectifiers, prepare_student,
