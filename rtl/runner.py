@@ -19,6 +19,17 @@ import numpy as np
 from rtl.layers import GemmJob
 
 SRC = Path(__file__).parent / "src"
+SIMULATORS = ("icarus", "verilator")
+DEFAULT_BUILD_ROOT = Path(os.environ.get("VITSIM_SIM_BUILD", Path.cwd() / "sim_build"))
+GEMM_SOURCES = ("mac_pe.v", "systolic_array.v", "shift_requant.v", "gemm_engine.v")
+# Each top module and the modules it instantiates (lint, synthesis and simulation builds read this one table).
+DEPENDENCIES = {"mac_pe": [], "shift_requant": [], "shift_exp": [], "softmax_unit": ["shift_exp"],
+                "layernorm_unit": [], "gelu_unit": ["shift_exp"], "systolic_array": ["mac_pe"],
+                "pe_harness": ["mac_pe", "shift_requant"], "gemm_engine": ["mac_pe", "systolic_array", "shift_requant"]}
+
+
+def sources(top: str) -> tuple[str, ...]:
+    return tuple(f"{m}.v" for m in DEPENDENCIES[top] + [top])
 
 
 @dataclass(frozen=True)
@@ -34,17 +45,6 @@ class UserDut:
         missing = [str(s) for s in self.sources if not Path(s).is_file()]
         if missing:
             raise FileNotFoundError(f"RTL source(s) not found: {', '.join(missing)}")
-SIMULATORS = ("icarus", "verilator")
-DEFAULT_BUILD_ROOT = Path(os.environ.get("VITSIM_SIM_BUILD", Path.cwd() / "sim_build"))
-GEMM_SOURCES = ("mac_pe.v", "systolic_array.v", "shift_requant.v", "gemm_engine.v")
-# Each top module and the modules it instantiates (lint, synthesis and simulation builds read this one table).
-DEPENDENCIES = {"mac_pe": [], "shift_requant": [], "shift_exp": [], "softmax_unit": ["shift_exp"],
-                "layernorm_unit": [], "gelu_unit": ["shift_exp"], "systolic_array": ["mac_pe"],
-                "pe_harness": ["mac_pe", "shift_requant"], "gemm_engine": ["mac_pe", "systolic_array", "shift_requant"]}
-
-
-def sources(top: str) -> tuple[str, ...]:
-    return tuple(f"{m}.v" for m in DEPENDENCIES[top] + [top])
 
 
 class SimulatorMissing(RuntimeError):

@@ -76,15 +76,12 @@ def _spec_json(spec: TensorSpec) -> dict[str, Any]:
 
 
 def _write(out: Path, stem: str, values: np.ndarray, bits: int, fmt: str) -> dict[str, str]:
-    files = {}
-    path = out / stem
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt in ("hex", "both"):
-        write_hex(path.with_suffix(path.suffix + ".hex"), values, bits)
-        files["hex"] = f"{stem}.hex"
-    if fmt in ("npy", "both"):
-        np.save(path.with_suffix(path.suffix + ".npy"), np.ascontiguousarray(values, dtype=np.int64))
-        files["npy"] = f"{stem}.npy"
+    files = {kind: f"{stem}.{kind}" for kind in ("hex", "npy") if fmt in (kind, "both")}
+    (out / stem).parent.mkdir(parents=True, exist_ok=True)
+    if "hex" in files:
+        write_hex(out / files["hex"], values, bits)
+    if "npy" in files:
+        np.save(out / files["npy"], np.ascontiguousarray(values, dtype=np.int64))
     return files
 
 

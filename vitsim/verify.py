@@ -13,12 +13,13 @@ import numpy as np
 from hwsim.arch import load_hardware, with_array
 from hwsim.cost import cost
 from hwsim.cost.energy import gemm_activity, gemm_energy_pj
-from hwsim.executor import quantize_input, run
+from hwsim.executor import run
 from hwsim.ir import load
 from rtl.layers import (GEMM_KINDS, GemmJob, block_jobs, block_prefixes, bridge_prefix, conv_jobs, gelu_job,
                         layernorm_job, softmax_job)
 from rtl.runner import (UserDut, addr_bits, prebuild_gemm, prebuild_unit, run_gelu_job, run_gemm_jobs,
                         run_layernorm_job, run_softmax_job)
+from vitsim.vectors import input_images
 
 UNIT_KINDS = ("softmax", "norm1", "norm2", "gelu")
 CONVS = "convs"   # a hybrid's bridge block: every convolution around the transformer block, as GEMMs
@@ -36,18 +37,6 @@ def job_energy_pj(job: GemmJob, rows: int, cols: int) -> float:
     act = gemm_activity(m, n, k, rows, cols, job.a_bits, job.b_bits, job.mode, int((job.ptf != 0).sum()),
                         hw.array.acc_bits, int(job.qmax).bit_length() + 1)
     return gemm_energy_pj(act, hw.energy, hw.memory)["total"]
-
-
-def _input(program, recipe: dict | None) -> np.ndarray:
-    data = (recipe or {}).get("data", "random")
-    if data == "fmnist":
-        from models import fmnist
-
-        images, _ = fmnist.load_split("test", (recipe or {}).get("root"))
-        return quantize_input(program, fmnist.normalize(images[:1]))
-    spec = program.spec(program.inputs[0])
-    rng = np.random.default_rng(0)
-    return quantize_input(program, rng.standard_normal((1, *spec.shape)).astype(np.float32))
 
 
 def _unit_run(kind: str, job, sim: str) -> dict[str, Any]:
@@ -101,7 +90,7 @@ def _jobs(program, kinds: tuple[str, ...], layer: str, block: int, prefixes: lis
     """The block's GEMM jobs (or its bridge block's), its units' jobs, and the bridge prefix (hybrids), from one
     hwsim trace of the program on its first test image."""
     prefix = prefixes[block]
-    trace = run(program, _input(program, program.metadata.get("recipe")), trace=True).trace
+    trace = run(program, input_images(program, 1)[0], trace=True).trace
     gemm_kinds = tuple(k for k in kinds if k in GEMM_KINDS)
     bridge = bridge_prefix(program, block) if CONVS in kinds else None
     if layer == CONVS and bridge is None:
@@ -141,14 +130,8 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
     if not 0 <= block < len(prefixes):
         raise VerifyError(f"block {block} out of range: the program has {len(prefixes)} blocks")
     start = time.perf_counter()
-    if workers == 0 and scheduler is None:
-        engine = None
-        jobs, units, bridge = _jobs(program, kinds, layer, block, prefixes)
-        unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
-        layers = [_gemm_layer(job, r, rows, cols)
-                  for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves, dut=dut))] if jobs else []
-        unit_results = [unit_task(kind, job, sim) for kind, job in units]
-    else:
+    engine = started = None
+    if workers != 0 or scheduler is not None:
         from vitsim.engine import Engine
 
         engine = Engine(workers, scheduler, progress=False)
@@ -157,9 +140,14 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
         starting = ThreadPoolExecutor(1, thread_name_prefix="engine-start")
         started = starting.submit(lambda: (engine.__enter__(), engine.preload(__name__)))
         starting.shutdown(wait=False)
-        try:
-            jobs, units, bridge = _jobs(program, kinds, layer, block, prefixes)
-            unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
+    try:
+        jobs, units, bridge = _jobs(program, kinds, layer, block, prefixes)
+        unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
+        if engine is None:
+            layers = [_gemm_layer(job, r, rows, cols)
+                      for job, r in zip(jobs, run_gemm_jobs(jobs, sim, rows, cols, waves=waves, dut=dut))] if jobs else []
+            unit_results = [unit_task(kind, job, sim) for kind, job in units]
+        else:
             addr_w = addr_bits(jobs) if jobs else 0
             if jobs:   # build once here: workers then only run (two workers building one folder would race)
                 prebuild_gemm(sim, rows, cols, addr_w, waves, dut=dut)
@@ -172,17 +160,18 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
             by_length = sorted(range(len(units)), key=lambda i: -unit_costs[units[i][1].name].cycles)
             tasks += [(f"unit/{units[i][0]}", (*units[i], sim)) for i in by_length]
             outcomes = engine.map(verify_task, tasks, desc="verify")
-        finally:
+            failed = [o for o in outcomes if not o.ok]
+            if failed:
+                raise RuntimeError(f"verify: {failed[0].key} failed: {failed[0].error}")
+            by_job = {i: layer for g, o in zip(groups, outcomes) for i, layer in zip(g, o.value)}
+            layers = [by_job[i] for i in range(len(jobs))]
+            by_unit = dict(zip(by_length, outcomes[len(groups):]))
+            unit_results = [by_unit[i].value for i in range(len(units))]
+    finally:
+        if engine is not None:
             with contextlib.suppress(Exception):   # its own error, if any, was raised above
                 started.result()
             engine.__exit__(None, None, None)
-        failed = [o for o in outcomes if not o.ok]
-        if failed:
-            raise RuntimeError(f"verify: {failed[0].key} failed: {failed[0].error}")
-        by_job = {i: layer for g, o in zip(groups, outcomes) for i, layer in zip(g, o.value)}
-        layers = [by_job[i] for i in range(len(jobs))]
-        by_unit = dict(zip(by_length, outcomes[len(groups):]))
-        unit_results = [by_unit[i].value for i in range(len(units))]
     for r in unit_results:
         unit = unit_costs[r["name"]]
         layers.append({"layer": r["name"], "bit_exact": r["bit_exact"], "first_mismatch": r["first_mismatch"],
