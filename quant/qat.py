@@ -65,6 +65,8 @@ class QATRecipe:
     irm: bool = True
     dgd: bool = True
     reparam_layernorm: bool = False  # RepQ-ViT's post-LayerNorm fold before the scales start (QViT.prepare)
+    ptf: bool = False             # LayerNorm outputs with FQ-ViT's per-channel power-of-two factors (QViT.ptf_format)
+    log2_softmax: bool = False    # 4-bit log2 attention probabilities instead of uniform per head
     calib: int = 256
     held_out: int = 5000
     seed: int = 0
@@ -133,7 +135,7 @@ def build_student(recipe: QATRecipe, net: torch.nn.Module,
                   calib: torch.Tensor) -> tuple[QuantGraph, QuantGraph, dict[str, dict[str, int]]]:
     """(student, teacher, bits): the student at the recipe's bits (per GEMM) with Q-ViT's initial scales, trainable;
     the teacher the same graph in float (the float model, whose q and k DGD reads)."""
-    method = QViT(recipe.pot, recipe.reparam_layernorm)
+    method = QViT(recipe.pot, recipe.reparam_layernorm, recipe.ptf, recipe.log2_softmax)
     calibration = calibrate(net, calib, method)
     bits = default_map(recipe.wbits, recipe.abits, recipe.first_last_8bit).resolve(calibration.layers())
     calibration.data = None  # Q-ViT learns in train_qat, not in Method.refine

@@ -36,6 +36,7 @@ class GemmJob:
     out: np.ndarray      # hwsim: [M, N] requantized
     twin_m: int = 0      # A holds twin-uniform codes of ratio 2^twin_m (decoded at the array edge)
     twin_signed: bool = False  # sign codes (post-GELU), else flag codes (post-softmax)
+    a_zero_point: int = 0  # the input's zero point, which ``bias`` carries as -z sum_k B[n, k] (coverage reads it)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -132,7 +133,8 @@ def block_jobs(program: Program, trace: dict[str, np.ndarray], block: int, image
                 raise RtlUnsupported(f"{op.name}: twin codes and PTF shifts share the PE's product shifter")
             jobs.append(GemmJob(names[kind], x, w, bias, shift, ptf, MODE_TWIN if twin_m else gemm_mode(a_bits, b_bits),
                                 a_bits, b_bits, qmin, qmax, acc_all.reshape(x.shape[0], n),
-                                out_all.reshape(x.shape[0], n), twin_m, twin_signed))
+                                out_all.reshape(x.shape[0], n), twin_m, twin_signed,
+                                program.tensors[op.inputs[0]].zero_point))
             continue
         lhs, rhs = trace[op.inputs[0]][image], trace[op.inputs[1]][image]
         log2 = int(op.attrs.get("a_log2_bits", 0)) > 0
@@ -202,7 +204,8 @@ def conv_jobs(program: Program, trace: dict[str, np.ndarray], prefix: str, image
             jobs.append(GemmJob(name, np.ascontiguousarray(cols[:, g * kg:(g + 1) * kg]),
                                 np.ascontiguousarray(w[cut].reshape(og, kg)), bias[cut], shift[cut],
                                 np.zeros(kg, np.int64), gemm_mode(a_bits, b_bits), a_bits, b_bits, qmin, qmax,
-                                np.ascontiguousarray(acc[:, cut]), np.ascontiguousarray(out[:, cut])))
+                                np.ascontiguousarray(acc[:, cut]), np.ascontiguousarray(out[:, cut]),
+                                a_zero_point=program.tensors[op.inputs[0]].zero_point))
     return jobs
 
 

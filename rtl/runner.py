@@ -175,7 +175,8 @@ def run_gemm_jobs(jobs: list[GemmJob], sim: str = "verilator", rows: int = 8, co
         path = run_dir / f"job{i}.npz"
         np.savez(path, a=job.a, b=job.b, bias=job.bias, shift=job.shift, ptf=job.ptf, acc=job.acc, out=job.out)
         manifest["jobs"].append({"name": job.name, "npz": str(path), "mode": job.mode, "qmin": job.qmin, "qmax": job.qmax,
-                                 "twin_m": job.twin_m, "twin_signed": job.twin_signed, "a_bits": job.a_bits})
+                                 "twin_m": job.twin_m, "twin_signed": job.twin_signed, "a_bits": job.a_bits,
+                                 "b_bits": job.b_bits, "a_zero_point": job.a_zero_point})
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     try:
         _run_test(runner, run_dir / "results.json", test_module="rtl.tb_gemm", hdl_toplevel=top,

@@ -20,6 +20,7 @@ from cocotb.triggers import RisingEdge
 from cocotb.utils import get_sim_time
 
 from hwsim.cost.cycles import MODE_INT8, MODE_TWIN, gemm_tile_cycles, gemm_tiles
+from rtl.coverage import sample_gemm_job
 from rtl.hexfile import read_hex, write_hex
 
 
@@ -114,7 +115,10 @@ async def gemm_jobs_match_hwsim(dut) -> None:
             if t < len(tile_cycles):
                 begin = max(0, run_start_ns + 10 * (sum(tile_cycles[:t]) - 2))
                 first["waves_window_ns"] = [int(begin), int(begin + 10 * (tile_cycles[t] + 4))]
+        # functional coverage of what was driven and what came back (rtl.coverage)
+        coverage = sample_gemm_job(job, {**data, "acc": acc, "out": out})
         results.append({"name": job["name"], "bit_exact": first is None, "mismatches": int(len(bad)), "first_mismatch": first,
+                        "coverage": coverage,
                         "rtl_cycles": int(sum(tile_cycles)), "model_cycles": model * len(tile_cycles),
                         "tiles": len(tile_cycles), "cycles_equal_per_tile": len(tile_cycles) == n_tiles and all(c == model for c in tile_cycles),
                         "wall_s": round(time.perf_counter() - start, 3)})

@@ -292,7 +292,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise VerifyError("--rtl needs --top: the top module of your GEMM engine")
         dut = UserDut(tuple(Path(f) for f in args.rtl), args.top, dict(args.param))
     r = verify(args.program, args.layer, args.block, args.sim, *args.array, waves=args.waves, workers=args.workers,
-               scheduler=args.scheduler, dut=dut, reference_schedule=not args.own_schedule)
+               scheduler=args.scheduler, dut=dut, reference_schedule=not args.own_schedule, directed=args.directed)
+    if args.report:
+        from vitsim.verify_report import write_verify_report
+
+        write_verify_report(r, Path(args.report))
     if args.json:
         print(json.dumps(r, sort_keys=True))
     else:
@@ -303,6 +307,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  {x['layer']:<32} {status:<10} cycles rtl {x['rtl_cycles']:>8} model {x['model_cycles']:>8}  "
                   f"{energy}  {x['wall_s']:6.2f} s")
         print(f"  {r['total_cycles']} cycles simulated at {r['simulated_cycles_per_s']} cycles/s")
+        cov = r["coverage"]
+        if cov:
+            missed = f"; missed: {', '.join(cov['missed'][:8])}{' ...' if len(cov['missed']) > 8 else ''}" \
+                if cov["missed"] else ""
+            print(f"  coverage {cov['hit']}/{cov['bins']} bins ({cov['percent']:.1f} %){missed}")
+            if cov["directed_only"]:
+                print(f"  hit by directed jobs only: {', '.join(cov['directed_only'])}")
+        if args.report:
+            print(f"  report: {args.report}")
     if not (r["all_bit_exact"] and r["cycles_equal"] is not False):
         for x in r["layers"]:
             if not x["bit_exact"]:
@@ -502,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a parameter of --top beyond R, C and ADDR_W (repeatable)")
     p.add_argument("--own-schedule", action="store_true",
                    help="--rtl keeps its own schedule: report its cycles, do not compare them with the model's")
+    p.add_argument("--directed", action="store_true",
+                   help="add the directed GEMM jobs that fill the coverage bins real layers miss (rtl/directed.py)")
+    p.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report (layers, coverage)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 

@@ -15,6 +15,8 @@ from hwsim.cost import cost
 from hwsim.cost.energy import gemm_activity, gemm_energy_pj
 from hwsim.executor import run
 from hwsim.ir import load
+from rtl.coverage import merge, summary
+from rtl.directed import directed_gemm_jobs
 from rtl.layers import (GEMM_KINDS, GemmJob, block_jobs, block_prefixes, bridge_prefix, conv_jobs, gelu_job,
                         layernorm_job, softmax_job)
 from rtl.runner import (UserDut, addr_bits, prebuild_gemm, prebuild_unit, run_gelu_job, run_gemm_jobs,
@@ -82,7 +84,7 @@ def _gemm_layer(job: GemmJob, r: dict[str, Any], rows: int, cols: int) -> dict[s
     return {"layer": job.name, "shape_mkn": list(job.shape), "mode": job.mode, "bit_exact": r["bit_exact"],
             "first_mismatch": r["first_mismatch"], "rtl_cycles": r["rtl_cycles"], "model_cycles": r["model_cycles"],
             "tiles": r["tiles"], "energy_pj": round(job_energy_pj(job, rows, cols), 1), "wall_s": r["wall_s"],
-            **({"waves": r["waves"]} if "waves" in r else {})}
+            "coverage": r.get("coverage"), **({"waves": r["waves"]} if "waves" in r else {})}
 
 
 def _jobs(program, kinds: tuple[str, ...], layer: str, block: int, prefixes: list[str]
@@ -115,11 +117,13 @@ def _jobs(program, kinds: tuple[str, ...], layer: str, block: int, prefixes: lis
 
 def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator", rows: int = 8, cols: int = 8,
            waves: bool = False, workers: int | None = 0, scheduler: str | None = None, dut: UserDut | None = None,
-           reference_schedule: bool = True) -> dict[str, Any]:
+           reference_schedule: bool = True, directed: bool = False) -> dict[str, Any]:
     """``workers`` 0 (default): every GEMM job in one simulation, then each unit, in this process. Otherwise each GEMM
     job and each unit is a task on ``Engine(workers, scheduler)`` (vitsim.engine), the simulator builds made once
     first; the per-layer results are the same, in the same order. ``dut``: the user's GEMM engine in place of
-    rtl/src's (GEMM layers only); its cycles are compared with the model's only with ``reference_schedule``."""
+    rtl/src's (GEMM layers only); its cycles are compared with the model's only with ``reference_schedule``.
+    ``directed``: the GEMM jobs of rtl.directed after the layer's, for the coverage bins real data misses. The result's
+    ``coverage`` is rtl.coverage's summary over every GEMM job run, with the bins only directed jobs hit."""
     program = load(path)
     if layer != "all" and layer not in LAYERS:
         raise VerifyError(f"unknown layer {layer!r}; choose one of {LAYERS} or 'all'")
@@ -142,6 +146,10 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
         starting.shutdown(wait=False)
     try:
         jobs, units, bridge = _jobs(program, kinds, layer, block, prefixes)
+        if directed:
+            if not jobs:
+                raise VerifyError(f"--directed adds GEMM jobs; layer {layer!r} has none")
+            jobs += directed_gemm_jobs()
         unit_costs = {o.name: o for o in cost(program, with_array(load_hardware(), rows, cols)).ops}
         if engine is None:
             layers = [_gemm_layer(job, r, rows, cols)
@@ -178,12 +186,17 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
                        "rtl_cycles": r["rtl_cycles"], "model_cycles": r["model_cycles"],
                        "energy_pj": round(unit.energy_total_pj - unit.energy_pj["dram"], 1), "wall_s": r["wall_s"]})
     wall = time.perf_counter() - start
+    per_job = [(x["layer"].startswith("directed."), x.pop("coverage")) for x in layers if "coverage" in x]
+    coverage = summary(merge(c for _, c in per_job)) if per_job else None
+    if coverage:
+        real = summary(merge(c for is_directed, c in per_job if not is_directed))
+        coverage["directed_only"] = [b for b in real["missed"] if b not in coverage["missed"]]
     cycles = sum(x["rtl_cycles"] for x in layers)
     sim_s = sum(x["wall_s"] for x in layers)
     return {"program": str(path), "sim": sim, "array": f"{rows}x{cols}", "block": block, "bridge": bridge,
             "layers": layers, "engine": engine.describe() if engine else "in this process",
             "dut": f"{dut.top} ({', '.join(str(s) for s in dut.sources)})" if dut else "gemm_engine (rtl/src)",
-            "all_bit_exact": all(x["bit_exact"] for x in layers),
+            "all_bit_exact": all(x["bit_exact"] for x in layers), "coverage": coverage,
             # a user's design with its own schedule: cycles reported, not compared
             "cycles_equal": all(x["rtl_cycles"] == x["model_cycles"] for x in layers) if reference_schedule else None,
             "total_cycles": cycles, "simulated_cycles_per_s": round(cycles / max(sim_s, 1e-9)), "wall_s": round(wall, 2)}

@@ -88,12 +88,16 @@ class P2ViT(Method):
     def ptf_scale(self, obs: Observer, bits: int, consumer: torch.Tensor | None = None) -> torch.Tensor:
         """PTF: layer-wise 2^e, then per channel 2^(e - 3 + k), k in 0..3 by per-channel MSE; e is chosen among the
         adaptive-rounding candidates by the consumer's output MSE (by the PTF-quantized tensor's MSE without one)."""
-        x = obs.sample()
         tops = [torch.exp2(c.double()) for c in pot_candidates(absmax_scale(obs.absmax, bits, True))]
-        options = [_ptf_scales(x, top, bits) for top in tops]
-        consumer = consumer if self.output_mse else None
-        errors = torch.stack([quant_error(x, s, 0, bits, True, consumer) for s in options])
-        return options[int(errors.argmin())]
+        return ptf_search(obs.sample(), tops, bits, consumer if self.output_mse else None)
+
+
+def ptf_search(x: torch.Tensor, tops: list[torch.Tensor], bits: int, consumer: torch.Tensor | None) -> torch.Tensor:
+    """Of the PTF scales around each layer-wise candidate in ``tops`` (``_ptf_scales``), the one of least error on the
+    consumer's output (on ``x`` itself without a consumer)."""
+    options = [_ptf_scales(x, top, bits) for top in tops]
+    errors = torch.stack([quant_error(x, s, 0, bits, True, consumer) for s in options])
+    return options[int(errors.argmin())]
 
 
 def _ptf_scales(x: torch.Tensor, top: torch.Tensor, bits: int) -> torch.Tensor:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from quant.fakequant import ActQuant, QuantLinear, round_ste
 from quant.methods.base import Method
+from quant.methods.p2vit import ptf_search
 from quant.observers import Observer
 from quant.parts import absmax_scale, fake_quant
 from quant.quantizer import FLOAT_RATIOS, Quantizer, head_scales, pot_candidates
@@ -54,10 +55,13 @@ class QViT(Method):
     softmax_per_head = True   # quant.sites: 16-bit probabilities, then one scale per head
     calibration_images = 256
 
-    def __init__(self, pot: bool = False, reparam_layernorm: bool = False) -> None:
+    def __init__(self, pot: bool = False, reparam_layernorm: bool = False, ptf: bool = False,
+                 log2_softmax: bool = False) -> None:
+        self.softmax_log2_bits = 4 if log2_softmax else None   # FQ-ViT's 4-bit log2 probabilities (shifts in attn.V)
         self.pot = pot
         self.form = "PoT" if pot else "Float"
         self.reparam_layernorm = reparam_layernorm
+        self.ptf = ptf
 
     def prepare(self, captured, calib: torch.Tensor) -> None:
         """With ``reparam_layernorm``: RepQ-ViT's channel-wise to layer-wise fold of every post-LayerNorm activation
@@ -83,8 +87,15 @@ class QViT(Method):
 
     def ptf_format(self, obs: Observer, bits: int,
                    consumer: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
-        """A LayerNorm output: per tensor with a zero point (the integer LayerNorm adds it)."""
-        return self.zero_point_scale(obs, bits, consumer)
+        """A LayerNorm output: per tensor with a zero point (the integer LayerNorm adds it); with ``ptf`` FQ-ViT's
+        power-of-two factors per channel (2^k apart, k in 0..3, chosen by the consumer's output error), starting at
+        zero point 0. LSQ then learns the layer-wise step and the zero point; the factors stay (ActQuant.learn_scale
+        with ``shared``), so the consumer still shifts its input by k."""
+        if not self.ptf:
+            return self.zero_point_scale(obs, bits, consumer)
+        base = absmax_scale(obs.absmax, bits, True)
+        tops = [torch.exp2(c.double()) for c in pot_candidates(base)] if self.pot else [base * r for r in FLOAT_RATIOS]
+        return ptf_search(obs.sample(), tops, bits, consumer), 0
 
     def per_head_scales(self, absmax: torch.Tensor, rows: torch.Tensor, bits: int,
                         partner: torch.Tensor | None = None) -> torch.Tensor:
@@ -246,7 +257,8 @@ def prepare_student(qg: QuantGraph, pot: bool, irm: bool = True) -> list[Informa
     nodes = {n.meta["path"]: n for n in qg.gm.graph.nodes if n.meta.get("kind") == "site"}
     for site in qg.sites.values():
         if site.role in LEARNED_ROLES and not site.log2 and not site.twin_m:
-            site.learn_scale(pot, zero_point=zero_point_allowed(site, nodes.get(site.name)))
+            site.learn_scale(pot, zero_point=zero_point_allowed(site, nodes.get(site.name)),
+                             shared=site.role == "ptf")
     for g in qg.gemms.values():
         if g.module is not None:
             g.module.wq.learn_scale(pot)

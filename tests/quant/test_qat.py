@@ -121,9 +121,9 @@ def test_dgd_distance_against_numpy():
 @pytest.fixture(scope="module")
 def qvit_student(deit_fmnist):
     """deit_fmnist at W4A4 with Q-ViT's initial formats, everything learnable, rectifiers started on 32 images."""
-    def make(pot: bool):
+    def make(pot: bool, ptf: bool = False):
         calib = calibration_data("fmnist", deit_fmnist, 32)
-        method = QViT(pot)
+        method = QViT(pot, ptf=ptf)
         c = calibrate(deit_fmnist, calib, method)
         c.data = None
         qg = c.quantize(default_map(4, 4).resolve(c.layers()))
@@ -163,6 +163,29 @@ def test_rectifiers_fold_into_the_program_bit_exact(qvit_student, fmnist_test, p
     requant = next(op for op in program.ops if softmax.outputs[0] in op.inputs)
     heads = program.tensors[requant.outputs[0]]
     assert requant.kind == "Requant" and heads.bits == 4 and heads.axis % len(heads.shape) == 0  # the head axis
+    assert_exact(model, program, fmnist_test[0][:2])
+
+
+def test_ptf_layernorm_outputs_learn_one_step_and_a_zero_point_and_lower_bit_exact(qvit_student, fmnist_test):
+    """With ``ptf`` a LayerNorm output keeps its per-channel power-of-two factors while LSQ moves the shared step and
+    the zero point; the program shifts the consumer's input and folds the zero point through the shifts."""
+    qg = qvit_student(False, ptf=True)
+    site = qg.sites["blocks.0.norm1"] if "blocks.0.norm1" in qg.sites else next(
+        s for s in qg.sites.values() if s.role == "ptf")
+    factors = site.lsq_factors
+    assert site.lsq.numel() == 1 and factors is not None and len(torch.unique(factors)) > 1
+    assert torch.equal(torch.exp2(torch.round(torch.log2(factors))), factors)
+    with torch.no_grad():
+        for s in qg.sites.values():
+            if s.role == "ptf":
+                s.lsq.add_(0.3)             # a float step, off the calibrated one
+                s.lsq_zero.fill_(-2.0)      # a zero point the lowering must fold through the shifts
+    finish(qg)
+    assert torch.allclose(site.scale / site.scale.max(), factors)
+    model = QuantModel(qg, "deit_fmnist", {})
+    program = model.export()
+    fc1 = next(op for op in program.ops if op.name == "blocks.0.mlp.fc1")
+    assert "input_shift" in fc1.params and program.tensors[fc1.inputs[0]].zero_point == -2
     assert_exact(model, program, fmnist_test[0][:2])
 
 

@@ -12,6 +12,8 @@ import pytest
 from hwsim.arch import load_hardware, with_array
 from hwsim.cost import cost
 from hwsim.executor import quantize_input, run
+from rtl.coverage import merge, summary
+from rtl.directed import directed_gemm_jobs
 from rtl.layers import GEMM_KINDS, block_jobs
 from rtl.runner import DEPENDENCIES, SIMULATORS, SRC, run_gemm_jobs, run_pe_vectors
 
@@ -48,16 +50,27 @@ def test_pe_and_requantizer_vectors_full_count(sim, tmp_path):
 @pytest.mark.parametrize("array", [(8, 8), (16, 16)])
 @pytest.mark.parametrize("bits", [(8, 8), (4, 4)])
 def test_block_gemms_bit_exact_with_model_cycles(sim, array, bits, block_jobs_by_bits, p2vit_programs):
+    """Block 0's GEMMs, then rtl.directed's jobs (in the same simulation): bit-exact at the model's cycles; the
+    functional coverage of the whole run (sampled by the testbench) hits every bin of rtl.coverage."""
     jobs = block_jobs_by_bits[bits]
     assert {j.name.split(".")[3] for j in jobs} == set(GEMM_KINDS)
-    results = run_gemm_jobs(jobs, sim, *array)
-    assert len(results) == len(jobs)
+    directed = directed_gemm_jobs()
+    results = run_gemm_jobs(jobs + directed, sim, *array)
+    assert len(results) == len(jobs) + len(directed)
     rtl_by_op: dict[str, int] = {}
-    for job, r in zip(jobs, results):
+    for i, (job, r) in enumerate(zip(jobs + directed, results)):
         assert r["bit_exact"], r
         assert r["cycles_equal_per_tile"] and r["rtl_cycles"] == r["model_cycles"], r
+        if i >= len(jobs):
+            continue
         op = re.sub(r"(\.window\d+)?\.head\d+$", "", job.name)
         rtl_by_op[op] = rtl_by_op.get(op, 0) + r["rtl_cycles"]
+    covered = summary(merge(r["coverage"] for r in results))
+    assert covered["percent"] == 100.0, covered["missed"]
+    real = summary(merge(r["coverage"] for r in results[:len(jobs)]))
+    # what the layers alone reach (P^2-ViT: packed int4 at W4A4 with log2 attention, a folded GELU zero point)
+    assert real["percent"] < 100.0 and "gemm.zero_point.folded" not in real["missed"]
+    assert ("gemm.mode.int4x2" not in real["missed"]) == (bits == (4, 4))
     # the whole-program cost model prices each of these ops (all heads of a MatMul) at exactly the RTL's cycles
     priced = {o.name: o.compute_cycles for o in cost(p2vit_programs[bits], with_array(load_hardware(), *array)).ops}
     assert rtl_by_op == {op: priced[op] for op in rtl_by_op}

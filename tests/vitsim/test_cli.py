@@ -100,11 +100,20 @@ def test_verify_json_and_mismatch_exit(tmp_path, capsys):
     assert main(["quantize", "--wbits", "4", "--abits", "4", "--calib", "32", "--no-simulate", "--limit", "10",
                  "--out", str(out), "--json"]) == 0
     capsys.readouterr()
-    assert main(["verify", str(out), "--layer", "all", "--array", "8x8", "--json"]) == 0
+    report = tmp_path / "verify" / "report.html"
+    assert main(["verify", str(out), "--layer", "all", "--array", "8x8", "--directed", "--report", str(report),
+                 "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert len(r["layers"]) >= 9 and r["all_bit_exact"] and r["cycles_equal"]
     for x in r["layers"]:
         assert {"bit_exact", "rtl_cycles", "model_cycles", "energy_pj", "wall_s"} <= set(x)
+    directed = [x["layer"] for x in r["layers"] if x["layer"].startswith("directed.")]
+    assert len(directed) == 6
+    # the block's layers and the directed jobs: every bin; the shift bounds only from the directed jobs
+    cov = r["coverage"]
+    assert cov["percent"] == 100.0 and not cov["missed"] and cov["hit"] == cov["bins"]
+    assert {"gemm.shift.min", "gemm.shift.max", "gemm.saturation.acc.high"} <= set(cov["directed_only"])
+    assert "100.0 %" in report.read_text() and report.with_suffix(".coverage.png").stat().st_size > 1000
     res = run_cli("verify", str(out), "--layer", "qkv", "--block", "99")
     assert res.returncode == 2 and "out of range" in res.stderr
 

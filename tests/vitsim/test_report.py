@@ -52,3 +52,27 @@ def test_report_renders_every_plot_in_headless_chromium(tmp_path):
     loaded = re.search(r'data-plots-loaded="(\d+)"', res.stdout)
     assert plots and loaded, res.stdout[:500]
     assert int(plots.group(1)) == 4 and int(loaded.group(1)) == 4  # two Pareto plots, the heatmap, the energy bars
+
+
+def test_verify_report_shows_missed_bins_and_decodes_its_plot_in_headless_chromium(tmp_path):
+    from rtl.coverage import summary
+    from vitsim.verify_report import write_verify_report
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium not on PATH (make setup installs the Debian package)"
+    cov = summary({"gemm.mode": {"int8": 3}, "gemm.shift": {"zero": 1, "max": 1}})
+    cov["directed_only"] = ["gemm.shift.max"]
+    layer = {"layer": "blocks.0.attn.qkv", "bit_exact": False, "rtl_cycles": 10, "model_cycles": 10, "energy_pj": 1.0,
+             "wall_s": 0.1, "first_mismatch": {"index": [0, 5]}}
+    result = {"program": "p.vitp", "block": 0, "array": "8x8", "sim": "verilator", "dut": "gemm_engine (rtl/src)",
+              "all_bit_exact": False, "cycles_equal": True, "total_cycles": 10, "simulated_cycles_per_s": 100,
+              "wall_s": 1.0, "engine": "in this process", "layers": [layer], "coverage": cov}
+    report = write_verify_report(result, tmp_path / "v" / "report.html")
+    text = report.read_text()
+    assert f"{cov['hit']} of {cov['bins']} bins" in text and "MISMATCH" in text and "[0, 5]" in text
+    assert "class='bin miss'>int4x2&nbsp;0" in text and "class='bin dir'>max&nbsp;1" in text
+    assert "class='bin hit'>int8&nbsp;3" in text
+    res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                          "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert 'data-plots="1"' in res.stdout and 'data-plots-loaded="1"' in res.stdout
