@@ -121,9 +121,9 @@ def test_dgd_distance_against_numpy():
 @pytest.fixture(scope="module")
 def qvit_student(deit_fmnist):
     """deit_fmnist at W4A4 with Q-ViT's initial formats, everything learnable, rectifiers started on 32 images."""
-    def make(pot: bool, ptf: bool = False):
+    def make(pot: bool, ptf: bool = False, log2_softmax: bool = False):
         calib = calibration_data("fmnist", deit_fmnist, 32)
-        method = QViT(pot, ptf=ptf)
+        method = QViT(pot, ptf=ptf, log2_softmax=log2_softmax)
         c = calibrate(deit_fmnist, calib, method)
         c.data = None
         qg = c.quantize(default_map(4, 4).resolve(c.layers()))
@@ -187,6 +187,30 @@ def test_ptf_layernorm_outputs_learn_one_step_and_a_zero_point_and_lower_bit_exa
     fc1 = next(op for op in program.ops if op.name == "blocks.0.mlp.fc1")
     assert "input_shift" in fc1.params and program.tensors[fc1.inputs[0]].zero_point == -2
     assert_exact(model, program, fmnist_test[0][:2])
+
+
+def test_a_saved_student_loads_back_to_the_same_model(qvit_student, deit_fmnist, fmnist_test, tmp_path):
+    """save_quantized / load_quantized (what `vitsim simulate` rebuilds a QAT program's fake-quant twin from) with the
+    tuning options on: PTF LayerNorm outputs (per-channel scales) and log2 attention probabilities (the recipe in the
+    metadata says which softmax sites to build)."""
+    from quant.mixed_precision import MixedPrecisionMap
+    from models.data import input_shape
+    from quant.qat import load_quantized, save_quantized
+
+    qg = qvit_student(False, ptf=True, log2_softmax=True)
+    finish(qg)
+    images = torch.from_numpy(fmnist_test[0][:8])
+    with torch.no_grad():
+        want = qg(images.float())
+    path = tmp_path / "s.qat.safetensors"
+    save_quantized(qg, path, {"recipe": {"qat": {"log2_softmax": True}}})
+    bits = MixedPrecisionMap.from_dict(default_map(4, 4).to_dict())
+    back, meta = load_quantized(path, deit_fmnist, input_shape(deit_fmnist), bits)
+    assert meta["recipe"]["qat"]["log2_softmax"]
+    assert any(s.log2 for s in back.sites.values()) and any(s.axis is not None and s.role == "ptf"
+                                                            for s in back.sites.values())
+    with torch.no_grad():
+        assert torch.equal(back(images.float()), want)
 
 
 def test_trained_constants_reach_the_program(deit_fmnist, fmnist_test):
