@@ -3,9 +3,7 @@ with on-chip energy (no DRAM) from the cost model's counted activity. The input 
 image when it has none)."""
 from __future__ import annotations
 
-import contextlib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -134,16 +132,13 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
     if not 0 <= block < len(prefixes):
         raise VerifyError(f"block {block} out of range: the program has {len(prefixes)} blocks")
     start = time.perf_counter()
-    engine = started = None
+    engine = None
     if workers != 0 or scheduler is not None:
         from vitsim.engine import Engine
 
-        engine = Engine(workers, scheduler, progress=False)
         # the cluster's processes start, and import this module (hwsim, numba, the RTL runner), while this one traces
         # the program and checks the builds
-        starting = ThreadPoolExecutor(1, thread_name_prefix="engine-start")
-        started = starting.submit(lambda: (engine.__enter__(), engine.preload(__name__)))
-        starting.shutdown(wait=False)
+        engine = Engine(workers, scheduler, progress=False, preload=(__name__,), background=True).__enter__()
     try:
         jobs, units, bridge = _jobs(program, kinds, layer, block, prefixes)
         if directed:
@@ -161,7 +156,6 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
                 prebuild_gemm(sim, rows, cols, addr_w, waves, dut=dut)
             for kind, job in units:
                 prebuild_unit(kind, job, sim)
-            started.result()
             groups = balanced_chunks(jobs, engine.worker_count()) if jobs else []
             tasks = [(f"gemm/{g[0]}", ([jobs[i] for i in g], sim, rows, cols, addr_w, waves, dut)) for g in groups]
             # the units after the GEMM groups, longest first (the model's cycles), so the last to finish is short
@@ -177,8 +171,6 @@ def verify(path: str, layer: str = "all", block: int = 0, sim: str = "verilator"
             unit_results = [by_unit[i].value for i in range(len(units))]
     finally:
         if engine is not None:
-            with contextlib.suppress(Exception):   # its own error, if any, was raised above
-                started.result()
             engine.__exit__(None, None, None)
     for r in unit_results:
         unit = unit_costs[r["name"]]

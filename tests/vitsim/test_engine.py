@@ -138,6 +138,29 @@ def _loaded(name: str) -> bool:
     return name in sys.modules
 
 
-def test_preload_imports_on_every_worker(engine2):
-    engine2.preload("vitsim.vectors")
-    assert engine2.client.run(_loaded, "vitsim.vectors") and all(engine2.client.run(_loaded, "vitsim.vectors").values())
+def test_a_background_start_preloads_every_worker_and_raises_its_error_on_first_use():
+    """``background``: the with block is entered at once; the first use waits for the cluster, whose workers have
+    imported the preload modules by then. A start that fails (no scheduler at the address) raises on first use."""
+    with Engine(workers=2, progress=False, preload=("vitsim.vectors",), background=True) as engine:
+        assert engine.worker_count() == 2
+        loaded = engine.client.run(_loaded, "vitsim.vectors")
+        assert len(loaded) == 2 and all(loaded.values())
+    with Engine(scheduler="tcp://127.0.0.1:9", progress=False, background=True) as engine:
+        with pytest.raises(EngineError, match="no Dask scheduler"):
+            engine.worker_count()
+
+
+def test_a_shared_constant_is_unpickled_once_per_process_and_the_memo_stays_bounded():
+    """Engine.share ships a pickle; a worker unpickles it at the first task that reads it and reuses that object
+    after, keeping the most recent constants only (a long-lived cluster serves run after run)."""
+    import pickle
+
+    from vitsim import engine as eng
+
+    first = eng.Pickled("tok-first", pickle.dumps({"a": np.arange(3)}))
+    a, b = eng._value(first), eng._value(first)
+    assert a is b and list(a["a"]) == [0, 1, 2]
+    for i in range(eng.UNPICKLED_KEPT + 3):
+        eng._value(eng.Pickled(f"tok-{i}", pickle.dumps(i)))
+    assert len(eng._UNPICKLED) <= eng.UNPICKLED_KEPT and "tok-first" not in eng._UNPICKLED
+    assert eng._value(first) is not a and eng._value(7) == 7   # unpickled again; plain values pass through
