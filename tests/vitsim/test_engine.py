@@ -145,7 +145,9 @@ def test_a_background_start_preloads_every_worker_and_raises_its_error_on_first_
         assert engine.worker_count() == 2
         loaded = engine.client.run(_loaded, "vitsim.vectors")
         assert len(loaded) == 2 and all(loaded.values())
-    with Engine(scheduler="tcp://127.0.0.1:9", progress=False, background=True) as engine:
+    nobody = Engine(scheduler="tcp://127.0.0.1:9", progress=False, background=True)
+    nobody.connect_timeout = "1s"
+    with nobody as engine:
         with pytest.raises(EngineError, match="no Dask scheduler"):
             engine.worker_count()
 
