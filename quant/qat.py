@@ -67,6 +67,7 @@ class QATRecipe:
     reparam_layernorm: bool = False  # RepQ-ViT's post-LayerNorm fold before the scales start (QViT.prepare)
     ptf: bool = False             # LayerNorm outputs with FQ-ViT's per-channel power-of-two factors (QViT.ptf_format)
     log2_softmax: bool = False    # 4-bit log2 attention probabilities instead of uniform per head
+    abits8: str | None = None     # diagnostic: layers matching this regex read 8-bit activations (which 4-bit ones cost)
     calib: int = 256
     held_out: int = 5000
     seed: int = 0
@@ -135,13 +136,21 @@ def _normalise(raw: torch.Tensor) -> torch.Tensor:
     return (raw - fmnist.MEAN) / fmnist.STD
 
 
+def recipe_map(recipe: QATRecipe) -> MixedPrecisionMap:
+    """The recipe's bit widths: uniform, the first and last GEMM at 8 bits, ``abits8``'s layers at 8-bit inputs."""
+    mp = default_map(recipe.wbits, recipe.abits, recipe.first_last_8bit)
+    if recipe.abits8:
+        mp.regex.append((recipe.abits8, {"abits": 8}))
+    return mp
+
+
 def build_student(recipe: QATRecipe, net: torch.nn.Module,
                   calib: torch.Tensor) -> tuple[QuantGraph, QuantGraph, dict[str, dict[str, int]]]:
     """(student, teacher, bits): the student at the recipe's bits (per GEMM) with Q-ViT's initial scales, trainable;
     the teacher the same graph in float (the float model, whose q and k DGD reads)."""
     method = QViT(recipe.pot, recipe.reparam_layernorm, recipe.ptf, recipe.log2_softmax)
     calibration = calibrate(net, calib, method)
-    bits = default_map(recipe.wbits, recipe.abits, recipe.first_last_8bit).resolve(calibration.layers())
+    bits = recipe_map(recipe).resolve(calibration.layers())
     calibration.data = None  # Q-ViT learns in train_qat, not in Method.refine
     student = calibration.quantize(bits)
     student.set_integer_nonlinear(True)

@@ -159,7 +159,7 @@ def qat(recipe, out: str, limit: int | None = None, root: str | None = None, pro
     measures fp32, fake-quant and integer top-1 and their agreement on the test set."""
     from dataclasses import asdict
 
-    from quant.qat import finish, save_quantized, train_qat
+    from quant.qat import finish, recipe_map, save_quantized, train_qat
 
     start = time.perf_counter()
     run = train_qat(recipe, root, log, progress)
@@ -167,7 +167,7 @@ def qat(recipe, out: str, limit: int | None = None, root: str | None = None, pro
     out_path = Path(out)
     state_file = out_path.with_name(out_path.stem + ".qat.safetensors")
     stored = {"model": recipe.model, "method": "qvit", "wbits": recipe.wbits, "abits": recipe.abits,
-              "mp": default_map(recipe.wbits, recipe.abits, recipe.first_last_8bit).to_dict(), "calib": recipe.calib,
+              "mp": recipe_map(recipe).to_dict(), "calib": recipe.calib,
               "seed": recipe.seed, "data": recipe.data, "checkpoint": recipe.checkpoint, "qat": asdict(recipe),
               "qat_state": state_file.name}
     metadata = {"method": "qvit", "bits": run.bits, "calibration_images": recipe.calib,

@@ -299,3 +299,17 @@ def test_qvit_layernorm_reparameterisation_is_applied_and_keeps_the_float_model(
         assert torch.allclose(before, after, atol=2e-4 * before.abs().max())
         moved = not torch.equal(gamma, captured.gm.get_submodule("blocks.0.norm2").weight)
         assert moved == reparam
+
+
+def test_recipe_map_sets_8_bit_inputs_on_the_diagnostic_layers_only():
+    """``QATRecipe.abits8`` (the per-group diagnostic of bench/qat_tune.py) raises the matching layers' input widths
+    and nothing else; the first and last GEMM stay at 8 bits."""
+    from quant.qat import QATRecipe, recipe_map
+
+    layers = {"patch_embed.proj": "conv", "blocks.0.attn.qkv": "linear", "blocks.0.attn.matmul_qk": "matmul",
+              "blocks.0.mlp.fc2": "linear", "blocks.1.mlp.fc2": "linear", "head": "linear"}
+    bits = recipe_map(QATRecipe("deit_fmnist", 4, 4, abits8=r".*\.mlp\.fc2")).resolve(layers)
+    assert {n: (b["wbits"], b["abits"]) for n, b in bits.items()} == {
+        "patch_embed.proj": (8, 8), "blocks.0.attn.qkv": (4, 4), "blocks.0.attn.matmul_qk": (4, 4),
+        "blocks.0.mlp.fc2": (4, 8), "blocks.1.mlp.fc2": (4, 8), "head": (8, 8)}
+    assert recipe_map(QATRecipe("deit_fmnist", 4, 4)).resolve(layers)["blocks.0.mlp.fc2"] == {"wbits": 4, "abits": 4}
