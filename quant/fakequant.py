@@ -283,7 +283,6 @@ class WeightQuant(torch.nn.Module):
             with torch.no_grad():
                 self.scale = self.current_scale().detach().clone()
             self.lsq = None
-            self.lsq_factors = None
 
     def _s(self, w: torch.Tensor) -> torch.Tensor:
         return self.current_scale().reshape((-1,) + (1,) * (w.dim() - 1)).to(w.dtype)

@@ -106,8 +106,7 @@ def gemm_job_bins(job: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str,
     # the output before its clamp: hwsim's requantization with the clamp opened to the int64 range
     wide = np.empty(acc.shape, np.int64)
     bound = np.iinfo(np.int64)
-    shifts = shift if len(shift) > 1 else shift[:1]
-    requant_shift(acc.reshape(-1, acc.shape[-1]), shifts, bound.min, bound.max, wide.reshape(-1, acc.shape[-1]))
+    requant_shift(acc.reshape(-1, acc.shape[-1]), shift, bound.min, bound.max, wide.reshape(-1, acc.shape[-1]))
     sat = hits["gemm.saturation"]
     if bool((wide > int(job["qmax"])).any()):
         sat.add("out.high")

@@ -5,9 +5,9 @@ Dask distributed (https://distributed.dask.org), persisting each result as it co
   worker runs torch and numba on one thread, so N workers use N cores); ``Engine(scheduler="tcp://host:8786")`` uses a
   running cluster instead; ``Engine(workers=0)`` runs the tasks one after another in this process, on one thread like
   a worker, without Dask (for debugging and profiling: same results).
-- ``Engine(..., preload=("vitsim.explore",), background=True)``: the cluster starts, and its workers import the
-  modules the tasks need, in a thread while this process prepares the tasks (trains nothing twice: a worker's first
-  task would otherwise pay for torch, timm and numba's cached kernels); the first call that needs the cluster waits.
+- ``Engine(..., preload=("vitsim.verify",), background=True)``: the cluster starts, and its workers import the
+  modules the tasks need, in a thread while this process prepares the tasks (a worker's first task would otherwise
+  pay for the imports); the first call that needs the cluster waits.
 - ``share(value)`` sends a large constant (a calibration, test images, a program) to every worker once, pickled;
   each worker unpickles it at its first task that reads it and keeps it (tasks receive the value as an argument).
   Scattering the object itself would have Dask unpickle it on one worker after the other while it replicates it

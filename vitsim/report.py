@@ -118,6 +118,15 @@ def _fronts_plot(nsga: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+# Counts the plots the browser decoded into <body data-plots-loaded>: the report checks in tests/vitsim/test_report.py
+# read it from headless Chromium.
+PLOTS_LOADED_SCRIPT = """<script>
+window.addEventListener("load", () => {
+  document.body.dataset.plotsLoaded = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;
+});
+</script>"""
+
+
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<figure><img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
@@ -175,12 +184,7 @@ training images. {len(points)} points. Run on {html.escape(info.get('engine', 't
 <h2>Points</h2>
 <table><tr><th>config</th><th>hardware</th><th>top-1 %</th><th>energy uJ</th><th>latency ms</th><th>area mm&sup2;</th><th>Pareto (energy)</th></tr>
 {rows}</table>
-<script>
-// the report check (tests/vitsim/test_report.py) reads how many plots the browser decoded
-window.addEventListener("load", () => {{
-  document.body.dataset.plotsLoaded = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;
-}});
-</script>
+{PLOTS_LOADED_SCRIPT}
 </body></html>
 """
     path = out / "report.html"

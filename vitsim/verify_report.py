@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vitsim.report import _img  # noqa: E402
+from vitsim.report import PLOTS_LOADED_SCRIPT, _img  # noqa: E402
 
 
 def _coverage_bars(cov: dict[str, Any], path: Path) -> None:
@@ -77,12 +77,7 @@ cycles equal to the model: {result['cycles_equal']}; {result['total_cycles']} cy
 <h2>Layers</h2>
 <table><tr><th>layer</th><th>result</th><th>RTL cycles</th><th>model cycles</th><th>energy pJ</th><th>wall s</th>
 <th>first mismatch</th></tr>{rows}</table>
-<script>
-// the report check (tests/vitsim/test_report.py) reads how many plots the browser decoded
-window.addEventListener("load", () => {{
-  document.body.dataset.plotsLoaded = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;
-}});
-</script>
+{PLOTS_LOADED_SCRIPT}
 </body></html>
 """
     path.write_text(page)
