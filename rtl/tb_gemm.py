@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 from cocotb.utils import get_sim_time
 
 from hwsim.cost.cycles import MODE_INT8, MODE_TWIN, gemm_tile_cycles, gemm_tiles
+from rtl._cocotb import start_clock
 from rtl.coverage import sample_gemm_job
 from rtl.hexfile import read_hex, write_hex
 
@@ -33,7 +33,7 @@ class GemmTB:
         self.out_w = int(dut.OUT_W.value)
 
     async def reset(self) -> None:
-        cocotb.start_soon(Clock(self.dut.clk, 10, unit="ns").start())
+        start_clock(self.dut)
         for sig in ("start", "run_layer", "load", "dump", "wr_en"):
             getattr(self.dut, sig).value = 0
         self.dut.rst.value = 1
@@ -91,12 +91,17 @@ async def gemm_jobs_match_hwsim(dut) -> None:
         data = dict(np.load(job["npz"]))
         m, k = data["a"].shape
         n = data["b"].shape[0]
+        load_start = time.perf_counter()
         await tb.load(job, data)
+        load_s = time.perf_counter() - load_start
         model = gemm_tile_cycles(k, rows, cols, job["mode"])
         n_tiles = len(gemm_tiles(m, n, rows, cols))
         run_start_ns = get_sim_time("ns")
+        sim_start = time.perf_counter()
         await tb.run_layer()
+        sim_s = time.perf_counter() - sim_start
         out, acc, tile_cycles = await tb.read_back(m, n, n_tiles)
+        read_s = time.perf_counter() - sim_start - sim_s
         tile_cycles = [int(c) for c in tile_cycles]
         bad = np.argwhere((out != data["out"]) | (acc != data["acc"]))
         first = None
@@ -121,7 +126,10 @@ async def gemm_jobs_match_hwsim(dut) -> None:
                         "coverage": coverage,
                         "rtl_cycles": int(sum(tile_cycles)), "model_cycles": model * len(tile_cycles),
                         "tiles": len(tile_cycles), "cycles_equal_per_tile": len(tile_cycles) == n_tiles and all(c == model for c in tile_cycles),
-                        "wall_s": round(time.perf_counter() - start, 3)})
+                        "wall_s": round(time.perf_counter() - start, 3),
+                        # where the wall time went: writing and loading the buffers, simulating the layer, dumping
+                        # and reading the results back
+                        "phases_s": {"load": round(load_s, 3), "simulate": round(sim_s, 3), "read_back": round(read_s, 3)}})
         dut._log.info("%s: bit_exact=%s cycles rtl=%d model=%d", job["name"], first is None, sum(tile_cycles),
                       model * len(tile_cycles))
     Path(manifest["results"]).write_text(json.dumps(results, indent=1))

@@ -165,7 +165,10 @@ class Engine:
         else:
             import dask
 
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_THREADS}):
+            # Dask's statistical profiler walks every worker thread's stack each 10 ms under the GIL; our tasks are
+            # long and CPU-bound, so it only slows them (the dashboard's profile is not used here).
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_THREADS,
+                                  "distributed.worker.profile.enabled": False}):
                 self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                              dashboard_address=None, silence_logs=logging.ERROR)
             self.client = Client(self._cluster)

@@ -82,7 +82,8 @@ def _gemm_layer(job: GemmJob, r: dict[str, Any], rows: int, cols: int) -> dict[s
     return {"layer": job.name, "shape_mkn": list(job.shape), "mode": job.mode, "bit_exact": r["bit_exact"],
             "first_mismatch": r["first_mismatch"], "rtl_cycles": r["rtl_cycles"], "model_cycles": r["model_cycles"],
             "tiles": r["tiles"], "energy_pj": round(job_energy_pj(job, rows, cols), 1), "wall_s": r["wall_s"],
-            "coverage": r.get("coverage"), **({"waves": r["waves"]} if "waves" in r else {})}
+            "coverage": r.get("coverage"), **({"phases_s": r["phases_s"]} if "phases_s" in r else {}),
+            **({"waves": r["waves"]} if "waves" in r else {})}
 
 
 def _jobs(program, kinds: tuple[str, ...], layer: str, block: int, prefixes: list[str]

@@ -66,17 +66,26 @@ module gemm_engine #(
     reg [31:0] t;
     assign busy = (state != S_IDLE);
 
+    // The layer's configuration, sampled when a run starts (start or run_layer in S_IDLE): the datapath then depends
+    // on registers only, never combinationally on a top-level input. (Verilator re-evaluates all logic fed by an
+    // input whenever any input changes, the clock included: the 256 PEs' product logic twice per cycle otherwise.)
+    reg [1:0]              cfg_mode;
+    reg [15:0]             cfg_m, cfg_n, cfg_k;
+    reg signed [OUT_W-1:0] cfg_qmin, cfg_qmax;
+    reg [3:0]              cfg_twin_m, cfg_twin_bits, cfg_out_twin_m;
+    reg                    cfg_twin_sign;
+
     // Tile sequencing: the origin of the tile being run, and of the next one in a layer run.
     reg [15:0] tm0, tn0;
     reg layer_mode;
     reg [31:0] tile_count;
-    wire last_col = {16'd0, tn0} + C >= {16'd0, n_total};
-    wire more_tiles = !(last_col && {16'd0, tm0} + R >= {16'd0, m_total});
+    wire last_col = {16'd0, tn0} + C >= {16'd0, cfg_n};
+    wire more_tiles = !(last_col && {16'd0, tm0} + R >= {16'd0, cfg_m});
     wire [15:0] next_m0 = (state == S_IDLE) ? (run_layer ? 16'd0 : m0) : (last_col ? tm0 + R[15:0] : tm0);
     wire [15:0] next_n0 = (state == S_IDLE) ? (run_layer ? 16'd0 : n0) : (last_col ? 16'd0 : tn0 + C[15:0]);
     wire begin_tile = (state == S_IDLE && (start || run_layer)) || (state == S_DONE && layer_mode && more_tiles);
 
-    wire [31:0] k_steps = (mode == 2'd1) ? ({16'd0, k_total} + 32'd1) >> 1 : {16'd0, k_total};
+    wire [31:0] k_steps = (cfg_mode == 2'd1) ? ({16'd0, cfg_k} + 32'd1) >> 1 : {16'd0, cfg_k};
     wire [31:0] feed_last = k_steps + R + C - 3;
 
     always @(posedge clk) begin : buffer_write
@@ -116,14 +125,14 @@ module gemm_engine #(
     reg [C*B_W-1:0] b_cols;
     wire feeding = (state == S_CLEAR) || (state == S_FEED);
     wire [31:0] nt = (state == S_CLEAR) ? 32'd0 : t + 32'd1;
-    wire [31:0] k32 = {16'd0, k_total};
+    wire [31:0] k32 = {16'd0, cfg_k};
     integer i, j;
     reg [31:0] a_base [0:R-1];  // (m0 + i) * K, latched at start so the feeder only adds
     reg [31:0] b_base [0:C-1];
     always @(posedge clk) begin : tile_bases
         if (begin_tile) begin
-            for (i = 0; i < R; i = i + 1) a_base[i] <= ({16'd0, next_m0} + i) * k32;
-            for (j = 0; j < C; j = j + 1) b_base[j] <= ({16'd0, next_n0} + j) * k32;
+            for (i = 0; i < R; i = i + 1) a_base[i] <= ({16'd0, next_m0} + i) * {16'd0, k_total};
+            for (j = 0; j < C; j = j + 1) b_base[j] <= ({16'd0, next_n0} + j) * {16'd0, k_total};
         end
     end
     // Twin decode of an A code at the west edge: (magnitude, product shift).
@@ -132,16 +141,16 @@ module gemm_engine #(
         reg [A_W-1:0] flag_bit;
         reg coarse;
         begin
-            flag_bit = {{(A_W-1){1'b0}}, 1'b1} << (twin_bits - 4'd1);
-            coarse = twin_sign ? !code[A_W-1] : ((code & flag_bit) != {A_W{1'b0}});
-            twin_edge = {coarse ? twin_m : 4'd0, twin_sign ? code : (code & ~flag_bit)};
+            flag_bit = {{(A_W-1){1'b0}}, 1'b1} << (cfg_twin_bits - 4'd1);
+            coarse = cfg_twin_sign ? !code[A_W-1] : ((code & flag_bit) != {A_W{1'b0}});
+            twin_edge = {coarse ? cfg_twin_m : 4'd0, cfg_twin_sign ? code : (code & ~flag_bit)};
         end
     endfunction
-    wire twin = twin_m != 4'd0;
+    wire twin = cfg_twin_m != 4'd0;
     always @(posedge clk) begin : feeder
         for (i = 0; i < R; i = i + 1) begin
-            if (feeding && nt >= i && nt - i < k_steps && {16'd0, tm0} + i < {16'd0, m_total}) begin
-                if (mode == 2'd1) begin
+            if (feeding && nt >= i && nt - i < k_steps && {16'd0, tm0} + i < {16'd0, cfg_m}) begin
+                if (cfg_mode == 2'd1) begin
                     a_rows[i*A_W +: 4] <= a_mem[a_base[i] + 2 * (nt - i)][3:0];
                     a_rows[i*A_W+4 +: 4] <= (2 * (nt - i) + 1 < k32) ? a_mem[a_base[i] + 2 * (nt - i) + 1][3:0] : 4'd0;
                     sh_rows[i*4 +: 2] <= ptf_mem[2 * (nt - i)];
@@ -158,8 +167,8 @@ module gemm_engine #(
             end
         end
         for (j = 0; j < C; j = j + 1) begin
-            if (feeding && nt >= j && nt - j < k_steps && {16'd0, tn0} + j < {16'd0, n_total}) begin
-                if (mode == 2'd1) begin
+            if (feeding && nt >= j && nt - j < k_steps && {16'd0, tn0} + j < {16'd0, cfg_n}) begin
+                if (cfg_mode == 2'd1) begin
                     b_cols[j*B_W +: 4] <= b_mem[b_base[j] + 2 * (nt - j)][3:0];
                     b_cols[j*B_W+4 +: 4] <= (2 * (nt - j) + 1 < k32) ? b_mem[b_base[j] + 2 * (nt - j) + 1][3:0] : 4'd0;
                 end else begin
@@ -186,7 +195,7 @@ module gemm_engine #(
     // Requant stage input: in S_REQ cycle t < R the array registers tile row t; the shifters see it in cycle t + 1.
     wire [C*ACC_W-1:0] row_acc;
     systolic_array #(.R(R), .C(C), .A_W(A_W), .B_W(B_W), .ACC_W(ACC_W)) array (
-        .clk(clk), .clear(state == S_CLEAR), .en(state == S_FEED), .mode(mode),
+        .clk(clk), .clear(state == S_CLEAR), .en(state == S_FEED), .mode(cfg_mode),
         .a_rows(a_rows), .sh_rows(sh_rows), .b_cols(b_cols),
         .capture(state == S_REQ && t < R), .row_sel(t[7:0]), .row_acc(row_acc));
 
@@ -202,8 +211,8 @@ module gemm_engine #(
     generate
         for (g = 0; g < C; g = g + 1) begin : g_requant
             shift_requant #(.ACC_W(ACC_W), .OUT_W(OUT_W)) rq (
-                .x(row_acc[g*ACC_W +: ACC_W]), .bias(bias_r[g]), .shift(shift_r[g]), .qmin(qmin), .qmax(qmax),
-                .twin_m(out_twin_m), .acc(acc_col[g*ACC_W +: ACC_W]), .y(y_col[g*OUT_W +: OUT_W]));
+                .x(row_acc[g*ACC_W +: ACC_W]), .bias(bias_r[g]), .shift(shift_r[g]), .qmin(cfg_qmin), .qmax(cfg_qmax),
+                .twin_m(cfg_out_twin_m), .acc(acc_col[g*ACC_W +: ACC_W]), .y(y_col[g*OUT_W +: OUT_W]));
         end
     endgenerate
 
@@ -227,6 +236,9 @@ module gemm_engine #(
                 if (state == S_IDLE) begin
                     layer_mode <= run_layer;
                     tile_count <= 32'd0;
+                    {cfg_mode, cfg_m, cfg_n, cfg_k} <= {mode, m_total, n_total, k_total};
+                    {cfg_qmin, cfg_qmax} <= {qmin, qmax};
+                    {cfg_twin_m, cfg_twin_sign, cfg_twin_bits, cfg_out_twin_m} <= {twin_m, twin_sign, twin_bits, out_twin_m};
                 end
             end
             case (state)
@@ -248,9 +260,9 @@ module gemm_engine #(
                 S_REQ: begin
                     cycles <= cycles + 1;
                     if (t > 0) for (c = 0; c < C; c = c + 1) begin
-                        if (m_row < {16'd0, m_total} && {16'd0, tn0} + c < {16'd0, n_total}) begin
-                            out_mem[m_row * n_total + {16'd0, tn0} + c] <= y_col[c*OUT_W +: OUT_W];
-                            acc_mem[m_row * n_total + {16'd0, tn0} + c] <= acc_col[c*ACC_W +: ACC_W];
+                        if (m_row < {16'd0, cfg_m} && {16'd0, tn0} + c < {16'd0, cfg_n}) begin
+                            out_mem[m_row * cfg_n + {16'd0, tn0} + c] <= y_col[c*OUT_W +: OUT_W];
+                            acc_mem[m_row * cfg_n + {16'd0, tn0} + c] <= acc_col[c*ACC_W +: ACC_W];
                         end
                     end
                     if (t == R) state <= S_DONE;

@@ -236,11 +236,14 @@ def _tiny(wbits: int = 3, abits: int = 3, **kw):
                                                      "held_out": 300, **kw})
 
 
-def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize("options", [{}, {"ema": 0.9, "mixup": 1.0}], ids=["recipe", "ema+mixup"])
+def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch, options):
+    # with the weight average, the resumed run must carry the average on (not restart it from the checkpoint's
+    # weights) and the mixed images must come from the run's seeded stream
     from quant.qat import train_qat
 
     monkeypatch.setenv("VITSIM_CACHE", str(tmp_path / "a"))
-    recipe = _tiny()
+    recipe = _tiny(**options)
 
     def stop(line: str) -> None:
         if line.startswith("epoch 1/"):
@@ -257,6 +260,37 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     untimed = [[{k: v for k, v in h.items() if k != "seconds"} for h in run.history] for run in (resumed, straight)]
     assert untimed[0] == untimed[1] and len(untimed[0]) == 3  # epoch 0 (the start), 1, 2
+
+
+def test_mixup_blends_whole_images_with_one_weight_each():
+    from quant.qat import mix
+
+    x = torch.arange(16, dtype=torch.float32).view(16, 1, 1, 1).expand(16, 1, 4, 4).contiguous()  # image i = i
+    out = mix(x, 1.0, torch.Generator().manual_seed(0))
+    flat = out.view(16, -1)
+    assert torch.equal(flat, flat[:, :1].expand_as(flat))      # one weight per image, not per pixel
+    assert (out != x).any() and out.min() >= 0 and out.max() <= 15
+    again = mix(x, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)                               # seeded
+
+
+def test_weight_average_swaps_in_and_restores_the_trained_tensors():
+    from quant.qat import WeightAverage
+
+    net = torch.nn.Linear(3, 2)
+    net.register_buffer("count", torch.tensor(7))                 # integer state is not averaged
+    start = net.weight.detach().clone()
+    average = WeightAverage(net, 0.5)
+    with torch.no_grad():
+        net.weight.add_(2.0)
+    average.update()
+    trained = net.weight.detach().clone()
+    with average.swapped():
+        assert torch.allclose(net.weight, start + 1.0)            # half way between the start and the trained weights
+    assert torch.equal(net.weight, trained) and int(net.count) == 7
+    with pytest.raises(RuntimeError), average.swapped():
+        raise RuntimeError
+    assert torch.equal(net.weight, trained)                       # restored after an error too
 
 
 def test_dgd_gives_no_gradient_through_an_all_zero_row():
