@@ -70,8 +70,8 @@ class QATRecipe:
     log2_softmax: bool = False    # 4-bit log2 attention probabilities instead of uniform per head
     ema: float = 0.0              # decay of an exponential moving average of the trained tensors, used for evaluation
                                   # and export (Polyak averaging); 0 off
-    mixup: float = 0.0            # distil on mixed images: x = lam x + (1 - lam) x[perm], lam ~ Beta(mixup, mixup); 0 off
-    abits8: str | None = None     # diagnostic: layers matching this regex read 8-bit activations (which 4-bit ones cost)
+    mixup: float = 0.0            # distil on blends x = lam x + (1 - lam) x[perm], lam ~ Beta(mixup, mixup); 0 off
+    abits8: str | None = None     # diagnostic: layers matching this regex read 8-bit activations (which 4-bit cost)
     calib: int = 256
     held_out: int = 5000
     seed: int = 0

@@ -72,7 +72,8 @@ def _declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) ->
     return cgutils.get_or_insert_function(module, ir.FunctionType(ret, args), name)
 
 
-def _quad_multiply_add(builder: ir.IRBuilder, isa: int, acc: ir.Value, a_quads: ir.Value, b_quads: ir.Value) -> ir.Value:
+def _quad_multiply_add(builder: ir.IRBuilder, isa: int, acc: ir.Value, a_quads: ir.Value,
+                       b_quads: ir.Value) -> ir.Value:
     """acc + (lane l: sum_t u8(a[4l+t]) * s8(b[4l+t])), operands as <LANES x i32> carrying four bytes per lane."""
     lanes = LANES[isa]
     acc_t = ir.VectorType(ir.IntType(32), lanes)
@@ -106,7 +107,8 @@ def tile_dot_bytes(typingctx, isa, a, a_offset, a_stride, b, b_offset, k4, init,
     sig = types.void(isa, a, a_offset, a_stride, b, b_offset, k4, init, init_offset, init_stride, c, c_offset, c_stride)
 
     def codegen(context, builder, signature, args):
-        _, a_arr, a_off, a_stride_v, b_arr, b_off, k4_v, init_arr, init_off, init_stride_v, c_arr, c_off, c_stride_v = args
+        (_, a_arr, a_off, a_stride_v, b_arr, b_off, k4_v, init_arr, init_off, init_stride_v, c_arr, c_off,
+         c_stride_v) = args
         acc_t = ir.VectorType(ir.IntType(32), lanes)
         a_data = context.make_array(signature.args[1])(context, builder, a_arr).data
         b_data = builder.bitcast(context.make_array(signature.args[4])(context, builder, b_arr).data,
@@ -191,24 +193,26 @@ def _gemm_bytes(isa: int, a: np.ndarray, flip: bool, panels: np.ndarray, bias: n
                 b_offset = ((g * n_blocks + jb) * k4 + k0) * 4 * n_cols
                 full_cols = j0 + n_cols <= n
                 for start in range(0, rows, tile_rows):
+                    a_at = start * k4 + k0
                     c_row = (g * m + first + start) * n + j0
                     if start + tile_rows <= rows and full_cols:
                         if k0 == 0:
-                            tile_dot_bytes(isa, a_quads, start * k4 + k0, k4, panels, b_offset, steps, bias, g * bias_stride + j0, 0,
-                                           out, c_row, n)
+                            tile_dot_bytes(isa, a_quads, a_at, k4, panels, b_offset, steps,
+                                           bias, g * bias_stride + j0, 0, out, c_row, n)
                         else:
-                            tile_dot_bytes(isa, a_quads, start * k4 + k0, k4, panels, b_offset, steps, out, c_row, n, out, c_row, n)
+                            tile_dot_bytes(isa, a_quads, a_at, k4, panels, b_offset, steps,
+                                           out, c_row, n, out, c_row, n)
                     else:  # an edge tile: through the scratch tile, reloaded from out after the first chunk
                         live_rows, live_cols = min(tile_rows, rows - start), min(n_cols, n - j0)
                         if k0 == 0:
-                            tile_dot_bytes(isa, a_quads, start * k4 + k0, k4, panels, b_offset, steps, bias, g * bias_stride + j0, 0,
-                                           scratch, 0, n_cols)
+                            tile_dot_bytes(isa, a_quads, a_at, k4, panels, b_offset, steps,
+                                           bias, g * bias_stride + j0, 0, scratch, 0, n_cols)
                         else:
                             for r in range(live_rows):
                                 for c in range(live_cols):
                                     scratch[r * n_cols + c] = out[g, first + start + r, j0 + c]
-                            tile_dot_bytes(isa, a_quads, start * k4 + k0, k4, panels, b_offset, steps, scratch, 0, n_cols, scratch, 0,
-                                           n_cols)
+                            tile_dot_bytes(isa, a_quads, a_at, k4, panels, b_offset, steps,
+                                           scratch, 0, n_cols, scratch, 0, n_cols)
                         for r in range(live_rows):
                             for c in range(live_cols):
                                 out[g, first + start + r, j0 + c] = scratch[r * n_cols + c]
