@@ -74,9 +74,10 @@ def bench_gemm(log) -> dict:
                 f"GFLOP/s  ratio {ratio:5.2f}")
         result[key] = round(math.exp(sum(map(math.log, ratios)) / len(ratios)), 3)
         result[key.replace("_vs_torch_fp32", "_shapes")] = rows
-    from hwsim.kernels.gemm_bytes import isa_available
+    from hwsim.kernels.gemm_bytes import AVX2, VNNI, isa_available
 
-    result["gemm_byte_isas"] = {1: "vnni", 2: "avx2"}.get((isa_available() or (0,))[0], "none")
+    best = isa_available()[:1]
+    result["gemm_byte_isa"] = {VNNI: "vnni", AVX2: "avx2"}[best[0]] if best else "none (int16 path)"
     return result
 
 

@@ -128,12 +128,11 @@ def top_ports(top: str, paths: Sequence[Path]) -> list[str]:
         if not rest.startswith("("):
             return []
         ports = []
-        for chunk in rest[1:rest.find(");")].split(","):
-            names = re.findall(r"[A-Za-z_]\w*", re.sub(r"\[[^\]]*\]", " ", chunk))
-            if names and names[-1] not in ("input", "output", "inout", "wire", "reg", "logic", "signed"):
-                ports.append(names[-1])
-        return ports if all(re.search(r"\b(input|output|inout)\b", c) for c in rest[1:rest.find(");")].split(",")
-                                  if c.strip()) else []
+        for chunk in filter(str.strip, rest[1:rest.find(");")].split(",")):
+            if not re.search(r"\b(input|output|inout)\b", chunk):
+                return []  # non-ANSI, or several names in one declaration: not listed safely
+            ports.append(re.findall(r"[A-Za-z_]\w*", re.sub(r"\[[^\]]*\]", " ", chunk))[-1])
+        return ports
     return []
 
 

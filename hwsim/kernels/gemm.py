@@ -166,7 +166,7 @@ def _padded_bias(bias64: np.ndarray, groups: int, width: int, minus: np.ndarray 
     return out.astype(np.int32).reshape(-1)
 
 
-def _gemm_bytes(a16: np.ndarray, b: PackedB, bias64: np.ndarray, path: tuple[int, bool], raw: np.ndarray) -> None:
+def _run_bytes(a16: np.ndarray, b: PackedB, bias64: np.ndarray, path: tuple[int, bool], raw: np.ndarray) -> None:
     isa, flip = path
     panels, sums = b.byte_panels(isa)
     minus = 128 * sums if flip else None  # sum_k (a + 128) b = sum_k a b + 128 sum_k b
@@ -176,7 +176,8 @@ def _gemm_bytes(a16: np.ndarray, b: PackedB, bias64: np.ndarray, path: tuple[int
 
 
 def _max_abs(x: np.ndarray) -> int:
-    return max(int(x.max()), -int(x.min())) if x.size else 0
+    lo, hi = _range(x)
+    return max(hi, -lo)
 
 
 def gemm(a: np.ndarray, b: np.ndarray | PackedB, bias: np.ndarray | None = None, acc_bits: int = 32,
@@ -211,7 +212,7 @@ def gemm(a: np.ndarray, b: np.ndarray | PackedB, bias: np.ndarray | None = None,
         if m and b_n:
             path = byte_path(a_lo, a_hi, b, k, bias_abs, isa_available() if byte_isas is None else byte_isas)
             if path is not None:
-                _gemm_bytes(a16, b, bias64, path, raw)
+                _run_bytes(a16, b, bias64, path, raw)
             else:
                 gemm_i32_tiled(_pairs(a16), b.panels, _padded_bias(bias64, 1, b.panels.shape[1] * COLS), raw)
         if bound <= hi:
